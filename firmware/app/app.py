@@ -1,0 +1,229 @@
+# The terminal's application: press -> flash -> feedback -> publish; hub ack -> forget.
+# Hardware, clock and sockets come from `board` (app/hal.py on the ESP32, a host board on CPython);
+# nothing here touches hardware directly, so the same code runs in the simulator and the tests.
+import json
+from binascii import hexlify, unhexlify
+
+from app import codec
+from app.mqtt import MQTTClient
+from app.outbox import Outbox, OutboxFull
+
+FW_VERSION = "0.1.0"
+OFFLINE = b'{"v":1,"state":"offline"}'
+
+# Feedback patterns shown by board.feedback(kind, level); docs/firmware.md describes each.
+FB_SAVED = "saved"
+FB_SAVED_OFFLINE = "saved_offline"
+FB_REPEAT = "repeat"
+FB_FULL = "full"
+FB_ERROR = "error"
+
+
+class App:
+    def __init__(self, cfg, board, outbox=None, client_factory=MQTTClient):
+        self.cfg = cfg
+        self.board = board
+        self.tid = cfg["terminal_id"]
+        self.hub_key = unhexlify(cfg["hub_key"])
+        self.district_key = unhexlify(cfg["district_key"])
+        self.outbox = outbox or Outbox(cfg["outbox_dir"], cfg["epoch"], cfg["outbox_capacity"])
+        base = "sipas/v1/%s/%s/" % (cfg["office"], self.tid)
+        self.t_rating = base + "rating"
+        self.t_status = base + "status"
+        self.t_reply = base + "reply"
+        self.t_ack = base + "ack"
+        self.t_cmd = base + "cmd"
+        self._client_factory = client_factory
+        self.client = None
+        self.inflight = {}  # seq -> ticks when published
+        self.last_sent = 0
+        self._last_rating_ms = None
+        self._wait_from = None  # connect back-off: ticks of the last failure, and the delay
+        self._wait_ms = 0
+        self._backoff_ms = 500
+        self._last_beat_ms = None
+        self.prompt_until = None
+        self.events = []  # (kind, detail) for the host simulator's display; bounded below
+
+    # -- citizen side ------------------------------------------------------------------------
+    def press(self, level, reason=0, test=False):
+        # Called on a debounced button press. Returns the stored seq, or None if refused.
+        b = self.board
+        now = b.ticks_ms()
+        flags = codec.FLAG_TEST if test else 0
+        lockout = self.cfg["lockout_s"] * 1000
+        repeat = self._last_rating_ms is not None and b.ticks_diff(now, self._last_rating_ms) < lockout
+        if repeat:
+            flags |= codec.FLAG_REPEAT
+        else:
+            self._last_rating_ms = now
+        if self.prompt_until is not None:
+            if b.ticks_diff(self.prompt_until, now) > 0:
+                flags |= codec.FLAG_PROMPTED
+            self.prompt_until = None
+        t = b.time()
+        if t is None:
+            flags |= codec.FLAG_CLOCK_UNKNOWN
+            t = b.ticks_ms() // 1000
+        seq = self.outbox.next_seq()
+        rec = codec.encode_rating(self.tid, self.hub_key, self.district_key, flags,
+                                  self.cfg["epoch"], seq, t, level, reason, self.cfg["scale"])
+        try:
+            self.outbox.append(rec)
+        except OutboxFull:
+            b.feedback(FB_FULL, level)
+            self._event("full", level)
+            return None
+        kind = FB_REPEAT if repeat else (FB_SAVED if self.online() else FB_SAVED_OFFLINE)
+        b.feedback(kind, level)
+        self._event("press", seq)
+        return seq
+
+    # -- network side ------------------------------------------------------------------------
+    def online(self):
+        return self.client is not None and self.client.connected
+
+    def step(self, timeout_ms=50):
+        # One turn of the main loop: keep the link up, send the backlog, read acks and commands.
+        b = self.board
+        b.feed_watchdog()
+        if not self.online():
+            self._connect()
+            if not self.online():
+                b.sleep_ms(timeout_ms)
+                return
+        try:
+            self._send_backlog()
+            self._heartbeat()
+            self.client.poll(timeout_ms)
+        except OSError as e:
+            self._drop("link lost: %s" % e)
+
+    def _connect(self):
+        b = self.board
+        now = b.ticks_ms()
+        if self._wait_from is not None and b.ticks_diff(now, self._wait_from) < self._wait_ms:
+            return
+        if not b.network_up():
+            self._retry_later()
+            return
+        cfg = self.cfg
+        c = self._client_factory(self.tid, cfg["broker_host"], cfg["broker_port"], user=self.tid,
+                                 password=cfg["mqtt_password"], keepalive=cfg["keepalive_s"],
+                                 timeout=5, sock_factory=b.open_socket, ticks_ms=b.ticks_ms)
+        c.on_message = self._on_message
+        c.set_last_will(self.t_status, OFFLINE, retain=True, qos=1)
+        try:
+            c.connect(clean_session=True)
+            c.subscribe(self.t_ack, 1)
+            c.subscribe(self.t_cmd, 1)
+        except Exception as e:  # OSError or MQTTError: both mean "try again later"
+            try:
+                c.close()
+            except Exception:
+                pass
+            self._event("connect failed", str(e))
+            self._retry_later()
+            return
+        self.client = c
+        self._backoff_ms = 500
+        self.inflight = {}
+        self.last_sent = 0  # a new session: everything unacknowledged goes again, in order
+        self._last_beat_ms = None
+        self._event("online", cfg["broker_host"])
+
+    def _retry_later(self):
+        b = self.board
+        self._wait_from = b.ticks_ms()
+        self._wait_ms = self._backoff_ms
+        self._backoff_ms = min(self._backoff_ms * 2, 30000)
+
+    def _drop(self, why):
+        if self.client is not None:
+            try:
+                self.client.close()
+            except Exception:
+                pass
+        self.client = None
+        self._event("offline", why)
+        self._retry_later()
+
+    def _send_backlog(self):
+        b = self.board
+        now = b.ticks_ms()
+        limit = self.cfg["ack_timeout_s"] * 1000
+        for seq in list(self.inflight):
+            if b.ticks_diff(now, self.inflight[seq]) > limit:
+                # No ack in time: send it again (the hub treats a repeat as success).
+                del self.inflight[seq]
+                self.last_sent = min(self.last_sent, seq - 1)
+        room = self.cfg["max_inflight"] - len(self.inflight)
+        if room <= 0:
+            return
+        for seq, rec in self.outbox.pending(self.last_sent, room):
+            if seq in self.inflight:
+                continue
+            self.client.publish(self.t_rating, rec, qos=1)
+            self.inflight[seq] = now
+            self.last_sent = max(self.last_sent, seq)
+
+    def _heartbeat(self, force=False):
+        b = self.board
+        now = b.ticks_ms()
+        period = self.cfg["heartbeat_s"] * 1000
+        if not force and self._last_beat_ms is not None and \
+                b.ticks_diff(now, self._last_beat_ms) < period:
+            return
+        self._last_beat_ms = now
+        t = b.time()
+        last = self.outbox.last_seq
+        msg = codec.status_message(self.tid, self.cfg["epoch"], last, t or 0)
+        st = {"v": 1, "state": "online", "fw": FW_VERSION, "epoch": self.cfg["epoch"],
+              "last_seq": last, "outbox": self.outbox.depth(), "uptime": now // 1000,
+              "time": t or 0, "clock": t is not None,
+              "tag": hexlify(codec.tag(self.hub_key, msg)).decode(),
+              "dtag": hexlify(codec.tag(self.district_key, msg)).decode()}
+        st.update(b.stats())
+        self.client.publish(self.t_status, json.dumps(st), qos=1, retain=True)
+
+    def _on_message(self, topic, payload):
+        try:
+            msg = json.loads(payload)
+        except ValueError:
+            self._event("bad message", topic)
+            return
+        if not isinstance(msg, dict):
+            return
+        if topic == self.t_ack:
+            seqs = msg.get("seqs") or []
+            n = self.outbox.ack(msg.get("epoch"), seqs)
+            for s in seqs:
+                self.inflight.pop(s, None)
+            self._event("ack", n)
+            if msg.get("status") == "rejected":
+                self.board.feedback(FB_ERROR, 0)
+        elif topic == self.t_cmd:
+            self._command(msg)
+
+    def _command(self, msg):
+        cid = msg.get("id")
+        cmd = msg.get("cmd")
+        args = msg.get("args") or {}
+        reply = {"v": 1, "id": cid, "ok": True}
+        if cmd == "identify":
+            self.board.feedback("identify", 0)
+        elif cmd == "prompt":
+            window = min(int(args.get("window", 600)), 3600) * 1000
+            self.prompt_until = self.board.ticks_add(self.board.ticks_ms(), window)
+            self.board.feedback("prompt", 0)
+        elif cmd == "time" and isinstance(args.get("time"), int):
+            self.board.set_time(args["time"])
+        else:
+            reply = {"v": 1, "id": cid, "ok": False, "error": "unknown command: %s" % cmd}
+        if self.online():
+            self.client.publish(self.t_reply, json.dumps(reply), qos=1)
+
+    def _event(self, kind, detail):
+        self.events.append((kind, detail))
+        if len(self.events) > 32:
+            self.events.pop(0)

@@ -1,0 +1,117 @@
+# The ESP32 hardware layer: the only firmware module that imports machine/network.
+# Everything else receives this Board (or the host simulator's) and never touches hardware.
+import socket
+import time
+
+import machine
+import network
+
+# Reference board (DevKitC-class ESP32). Buttons on RTC GPIOs, active-high with pull-downs, so
+# battery mode can wake on any of them through ext1. Level 1 (most satisfied) is the leftmost.
+BUTTON_PINS = (32, 33, 25, 26, 27)
+LED_PINS = (16, 17, 18, 19, 21)
+BUZZER_PIN = 23
+DEBOUNCE_MS = 30
+
+_BEEPS = {"saved": ((2000, 60),), "saved_offline": ((2000, 60), (0, 60), (1500, 60)),
+          "repeat": ((1200, 30),), "full": ((400, 400),), "error": ((400, 150), (0, 100), (400, 150)),
+          "identify": ((2500, 100), (0, 100)) * 3, "prompt": ()}
+
+
+class Board:
+    def __init__(self, levels=3):
+        self.buttons = [machine.Pin(p, machine.Pin.IN, machine.Pin.PULL_DOWN)
+                        for p in BUTTON_PINS[:levels]]
+        self.leds = [machine.Pin(p, machine.Pin.OUT, value=0) for p in LED_PINS[:levels]]
+        self.buzzer = machine.PWM(machine.Pin(BUZZER_PIN), freq=2000, duty=0)
+        self._pressed = []
+        self._since = [0] * levels
+        for i, pin in enumerate(self.buttons):
+            pin.irq(trigger=machine.Pin.IRQ_RISING, handler=self._irq(i))
+        self.wlan = network.WLAN(network.STA_IF)
+        self.wdt = None
+        self._clock_ok = time.time() > 1700000000
+
+    def _irq(self, i):
+        def handler(pin):
+            now = time.ticks_ms()
+            if time.ticks_diff(now, self._since[i]) > DEBOUNCE_MS * 4:
+                self._since[i] = now
+                self._pressed.append(i)
+        return handler
+
+    def read_presses(self):
+        # Debounced presses since the last call: a press shorter than DEBOUNCE_MS is noise.
+        out = []
+        while self._pressed:
+            i = self._pressed.pop(0)
+            time.sleep_ms(DEBOUNCE_MS)
+            if self.buttons[i].value():
+                out.append(i + 1)
+        return out
+
+    def start_watchdog(self, timeout_ms=30000):
+        self.wdt = machine.WDT(timeout=timeout_ms)
+
+    def feed_watchdog(self):
+        if self.wdt:
+            self.wdt.feed()
+
+    ticks_ms = staticmethod(time.ticks_ms)
+    ticks_diff = staticmethod(time.ticks_diff)
+    ticks_add = staticmethod(time.ticks_add)
+    sleep_ms = staticmethod(time.sleep_ms)
+
+    def time(self):
+        return time.time() if self._clock_ok else None
+
+    def set_time(self, t):
+        tm = time.gmtime(t)
+        machine.RTC().datetime((tm[0], tm[1], tm[2], tm[6] + 1, tm[3], tm[4], tm[5], 0))
+        self._clock_ok = True
+
+    def sync_ntp(self):
+        try:
+            import ntptime
+            ntptime.settime()
+            self._clock_ok = True
+        except Exception:
+            pass
+
+    def network_up(self):
+        return self.wlan.isconnected()
+
+    def connect_wifi(self, ssid, password):
+        self.wlan.active(True)
+        if not self.wlan.isconnected():
+            self.wlan.connect(ssid, password)
+
+    def open_socket(self, host, port, timeout):
+        addr = socket.getaddrinfo(host, port)[0][-1]
+        s = socket.socket()
+        s.settimeout(timeout)
+        s.connect(addr)
+        return s
+
+    def feedback(self, kind, level):
+        # LED under the pressed button and a short tone, before anything touches the network.
+        if 1 <= level <= len(self.leds):
+            self.leds[level - 1].value(1)
+        for freq, ms in _BEEPS.get(kind, ()):
+            if freq:
+                self.buzzer.freq(freq)
+                self.buzzer.duty(512)
+            else:
+                self.buzzer.duty(0)
+            time.sleep_ms(ms)
+        self.buzzer.duty(0)
+        if 1 <= level <= len(self.leds):
+            self.leds[level - 1].value(0)
+
+    def stats(self):
+        import gc
+        try:
+            rssi = self.wlan.status("rssi")
+        except Exception:
+            rssi = None
+        return {"rssi": rssi, "mem_free": gc.mem_free(), "vsupply": None, "power": "mains"}

@@ -1,0 +1,83 @@
+"""The hub's HTTP API (``/api/v1``). Read-only views of what ingest stored."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, func, select
+
+from hub.models import Quarantine, Rating, RatingPublic, Terminal
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+def _session(request: Request) -> Iterator[Session]:
+    with Session(request.app.state.engine) as s:
+        yield s
+
+
+def _authorised(
+    request: Request, cred: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> None:
+    token: str = request.app.state.token
+    if cred is None or not hmac.compare_digest(cred.credentials.encode(), token.encode()):
+        raise HTTPException(401, "missing or wrong API token: send 'Authorization: Bearer <token>'",
+                            headers={"WWW-Authenticate": "Bearer"})
+
+
+SessionDep = Annotated[Session, Depends(_session)]
+
+
+def create_app(engine: Engine, *, token: str, stats: Callable[[], dict[str, Any]] | None = None) -> FastAPI:
+    if not token:
+        raise ValueError("the API needs a token (SIPAS_HUB_API_TOKEN)")
+    app = FastAPI(title="SIPAS hub", version="0.1.0", docs_url="/api/v1/docs",
+                  openapi_url="/api/v1/openapi.json")
+    app.state.engine = engine
+    app.state.token = token
+    auth = [Depends(_authorised)]
+
+    @app.get("/api/v1/health", dependencies=auth)
+    def health(s: SessionDep) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "ratings": s.exec(select(func.count()).select_from(Rating)).one(),
+            "quarantined": s.exec(select(func.count()).select_from(Quarantine)).one(),
+            "terminals": s.exec(select(func.count()).select_from(Terminal)).one(),
+        }
+        if stats:
+            out.update(stats())
+        return out
+
+    @app.get("/api/v1/ratings", dependencies=auth, response_model=list[RatingPublic])
+    def ratings(
+        s: SessionDep,
+        terminal: str | None = None,
+        since: datetime | None = Query(None, description="press time from (UTC, ISO 8601)"),
+        after_id: int = Query(0, ge=0, description="cursor: the last id of the previous page"),
+        limit: int = Query(100, ge=1, le=1000),
+    ) -> list[RatingPublic]:
+        q = select(Rating).where(Rating.id > after_id)  # type: ignore[operator]
+        if terminal:
+            q = q.where(Rating.terminal_id == terminal)
+        if since:
+            q = q.where(Rating.press_time >= since)
+        rows = s.exec(q.order_by(Rating.id).limit(limit)).all()  # type: ignore[arg-type]
+        return [
+            RatingPublic(**r.model_dump(exclude={"raw"}), hub_tag=r.raw[16:32].hex(),
+                         district_tag=r.raw[32:48].hex())
+            for r in rows
+        ]
+
+    @app.get("/api/v1/terminals", dependencies=auth)
+    def terminals(s: SessionDep) -> list[dict[str, Any]]:
+        rows = s.exec(select(Terminal).order_by(Terminal.id)).all()
+        return [t.model_dump(include={"id", "office", "desk", "epoch", "active", "last_seen",
+                                      "last_status"}) for t in rows]
+
+    return app

@@ -1,0 +1,92 @@
+"""``sipas-hub``: run the hub, the demo, and manage terminals."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from hub.broker import BrokerError
+from hub.config import Settings
+
+app = typer.Typer(help="SIPAS office hub.", no_args_is_help=True)
+terminals_app = typer.Typer(help="Register and list terminals.", no_args_is_help=True)
+app.add_typer(terminals_app, name="terminals")
+err = Console(stderr=True)
+
+
+@app.command()
+def demo(
+    terminals: int = typer.Option(3, min=1, max=50, help="simulated terminals"),
+    duration: float | None = typer.Option(None, help="stop after this many seconds"),
+    interval: float = typer.Option(3.0, min=0.05, help="mean seconds between presses"),
+    data_dir: Path | None = typer.Option(None, help="keep the demo's data here"),
+) -> None:
+    """Hub + its own Mosquitto on free ports + simulated terminals, with a live table."""
+    from hub.demo import run_demo
+
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        code = run_demo(terminals=terminals, duration=duration, data_dir=data_dir, interval=interval)
+    except BrokerError as e:
+        err.print(f"[red]Mosquitto:[/] {e}")
+        raise typer.Exit(3) from e
+    raise typer.Exit(code)
+
+
+@app.command()
+def run() -> None:
+    """Run the hub as configured (SIPAS_HUB_* environment or .env)."""
+    from hub.service import HubService
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = Settings()
+    except Exception as e:
+        err.print(f"[red]configuration error:[/] {e}")
+        raise typer.Exit(2) from e
+    if not settings.api_token:
+        err.print("[red]SIPAS_HUB_API_TOKEN is not set:[/] generate one with `openssl rand -hex 16`")
+        raise typer.Exit(2)
+    hub = HubService(settings)
+    try:
+        hub.start()
+    except BrokerError as e:
+        err.print(f"[red]Mosquitto:[/] {e}")
+        raise typer.Exit(3) from e
+    err.print(f"hub running: MQTT {settings.mqtt_host}:{settings.mqtt_port}, API {hub.api_url}")
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    try:
+        done.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        hub.stop()
+
+
+@terminals_app.command("add")
+def terminals_add(
+    desk: str | None = typer.Option(None, help="the desk this terminal sits on"),
+    out: Path = typer.Option(..., help="write the device configuration (contains secrets) here"),
+) -> None:
+    """Register a terminal and write its device configuration (mode 0600)."""
+    from hub.service import HubService
+
+    hub = HubService(Settings())
+    device = hub.add_terminal(desk=desk)
+    out.touch(mode=0o600)
+    out.write_text(json.dumps(device, indent=2))
+    hub.engine.dispose()
+    sys.stdout.write(device["terminal_id"] + "\n")
+    err.print(f"registered {device['terminal_id']}; configuration in {out} (keep it secret)")
+
+
+if __name__ == "__main__":
+    app()

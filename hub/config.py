@@ -1,0 +1,36 @@
+"""Hub settings, from the environment (prefix ``SIPAS_HUB_``) or a ``.env`` file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SIPAS_HUB_", env_file=".env", extra="ignore")
+
+    office: str = Field("office-1", pattern=r"^[a-z0-9-]{1,32}$", description="this office's id")
+    data_dir: Path = Path("/var/lib/sipas-hub")
+    database_url: str | None = None  # default: sqlite file in data_dir
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = 1883
+    manage_broker: bool = True  # start and configure our own Mosquitto
+    mqtt_user: str = "sipas-hub"
+    mqtt_password: str = ""
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+    api_token: str = ""
+    max_batch: int = 256
+
+    @field_validator("mqtt_password", "api_token")
+    @classmethod
+    def _no_placeholder(cls, v: str) -> str:
+        if v.lower() in {"changeme", "change-me", "secret", "password"}:
+            raise ValueError("is a placeholder: generate one with `openssl rand -hex 16`")
+        return v
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'hub.sqlite3'}"

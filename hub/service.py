@@ -1,0 +1,113 @@
+"""The hub service: managed Mosquitto + ingest + HTTP API in one process."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import uvicorn
+from sqlalchemy.engine import Engine
+
+from hub import registry
+from hub.api.app import create_app
+from hub.broker import Mosquitto
+from hub.config import Settings
+from hub.db import make_engine
+from hub.ingest import Ingestor, MqttIngest, Result
+
+log = logging.getLogger(__name__)
+
+
+class HubService:
+    def __init__(self, settings: Settings, *, on_result: Callable[[Result], None] | None = None):
+        self.settings = settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.engine: Engine = make_engine(settings.db_url)
+        if not settings.mqtt_password:
+            settings.mqtt_password = _persistent_secret(settings, "mqtt-password")
+        self.broker: Mosquitto | None = None
+        if settings.manage_broker:
+            self.broker = Mosquitto(settings.data_dir / "mosquitto", host=settings.mqtt_host,
+                                    port=settings.mqtt_port, office=settings.office)
+        self.ingestor = Ingestor(self.engine, settings.office)
+        self._on_result = on_result
+        self.ingest = self.new_ingest()
+        self.app = create_app(self.engine, token=settings.api_token, stats=self.stats)
+        self._server: uvicorn.Server | None = None
+        self._api_thread: threading.Thread | None = None
+
+    def new_ingest(self) -> MqttIngest:
+        """A fresh MQTT subscriber (same client id, so it resumes the persistent session)."""
+        st = self.settings
+        return MqttIngest(self.ingestor, host=st.mqtt_host, port=st.mqtt_port, user=st.mqtt_user,
+                          password=st.mqtt_password, max_batch=st.max_batch, on_result=self._on_result)
+
+    def stats(self) -> dict[str, Any]:
+        return {"ingest": dict(self.ingestor.totals), "broker_connected": self.ingest.connected.is_set()}
+
+    def sync_broker_accounts(self) -> None:
+        """Write the broker's password and ACL files from the registry and reload it."""
+        self.ingestor.reload_terminals()
+        if self.broker is None:
+            return
+        terminals = registry.broker_accounts(self.engine, self.settings.office)
+        self.broker.write_config(self.settings.mqtt_user, self.settings.mqtt_password, terminals)
+        if self.broker.running:
+            self.broker.reload()
+
+    def add_terminal(self, **kw: Any) -> dict[str, Any]:
+        _, device = registry.add_terminal(self.engine, office=self.settings.office, **kw)
+        self.sync_broker_accounts()
+        device.update(broker_host=self.settings.mqtt_host, broker_port=self.settings.mqtt_port)
+        return device
+
+    def start(self, *, api: bool = True, wait: float = 10) -> None:
+        if self.broker is not None:
+            self.sync_broker_accounts()
+            self.broker.start()
+        self.ingest.start()
+        if api:
+            cfg = uvicorn.Config(self.app, host=self.settings.api_host, port=self.settings.api_port,
+                                 log_level="warning", access_log=False)
+            self._server = uvicorn.Server(cfg)
+            self._api_thread = threading.Thread(target=self._server.run, name="hub-api", daemon=True)
+            self._api_thread.start()
+        deadline = time.monotonic() + wait
+        while not self.ingest.connected.is_set():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the hub could not connect to Mosquitto at "
+                                   f"{self.settings.mqtt_host}:{self.settings.mqtt_port}")
+            time.sleep(0.05)
+        while self._server is not None and not self._server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the API did not start on {self.settings.api_host}:{self.settings.api_port}")
+            time.sleep(0.05)
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.settings.api_host}:{self.settings.api_port}/api/v1"
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+            if self._api_thread:
+                self._api_thread.join(timeout=10)
+        self.ingest.stop()
+        if self.broker is not None:
+            self.broker.stop()
+        self.engine.dispose()
+
+
+def _persistent_secret(settings: Settings, name: str) -> str:
+    """A secret generated once and kept (mode 0600) in the data directory."""
+    path = settings.data_dir / name
+    if path.exists():
+        return path.read_text().strip()
+    value = secrets.token_urlsafe(24)
+    path.touch(mode=0o600)
+    path.write_text(value)
+    return value

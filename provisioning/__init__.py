@@ -1,0 +1,1 @@
+"""Technician tooling: build, flash, provision and simulate SIPAS terminals."""

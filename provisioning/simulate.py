@@ -1,0 +1,148 @@
+"""Run the real firmware application on CPython with a host hardware layer.
+
+The terminal code under ``firmware/app`` is imported unchanged; only the board (pins, clock,
+sockets, watchdog) is replaced by :class:`HostBoard`. The demo, the end-to-end tests and the
+benchmarks drive terminals through this module.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+FIRMWARE_DIR = Path(__file__).resolve().parent.parent / "firmware"
+
+
+def firmware_path(root: Path = FIRMWARE_DIR) -> None:
+    """Make ``import app.*`` resolve to the firmware tree (as it does on the device)."""
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+
+
+firmware_path()
+
+from app import config as fw_config  # noqa: E402
+from app.app import App  # noqa: E402
+
+
+class HostBoard:
+    """The board interface of ``firmware/app/hal.py``, on a PC.
+
+    Feedback is recorded (and optionally printed) instead of lighting LEDs; ``network``
+    can be switched off to simulate a Wi-Fi outage; ``clock_known`` simulates an unset RTC.
+    """
+
+    def __init__(self, *, clock_known: bool = True, on_feedback: Callable[[str, int], None] | None = None):
+        self._t0 = time.monotonic()
+        self.clock_known = clock_known
+        self.clock_offset = 0.0
+        self.network = True
+        self.feedbacks: list[tuple[str, int]] = []
+        self.on_feedback = on_feedback
+        self.watchdog_fed = 0
+
+    def ticks_ms(self) -> int:
+        return int((time.monotonic() - self._t0) * 1000)
+
+    @staticmethod
+    def ticks_diff(a: int, b: int) -> int:
+        return a - b
+
+    @staticmethod
+    def ticks_add(a: int, b: int) -> int:
+        return a + b
+
+    @staticmethod
+    def sleep_ms(ms: int) -> None:
+        time.sleep(ms / 1000)
+
+    def time(self) -> int | None:
+        return int(time.time() + self.clock_offset) if self.clock_known else None
+
+    def set_time(self, t: int) -> None:
+        self.clock_offset = t - time.time()
+        self.clock_known = True
+
+    def network_up(self) -> bool:
+        return self.network
+
+    def open_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        if not self.network:
+            raise OSError("network down (simulated)")
+        return socket.create_connection((host, port), timeout=timeout)
+
+    def feed_watchdog(self) -> None:
+        self.watchdog_fed += 1
+
+    def feedback(self, kind: str, level: int) -> None:
+        self.feedbacks.append((kind, level))
+        if self.on_feedback:
+            self.on_feedback(kind, level)
+
+    def stats(self) -> dict[str, Any]:
+        return {"rssi": -50, "mem_free": None, "vsupply": 5.0, "power": "mains"}
+
+
+class SimTerminal:
+    """A simulated terminal: firmware ``App`` + :class:`HostBoard` + an outbox on disk."""
+
+    def __init__(self, cfg: dict[str, Any], workdir: Path, **board_kw: Any):
+        cfg = dict(cfg)
+        workdir.mkdir(parents=True, exist_ok=True)
+        cfg["outbox_dir"] = str(workdir / "outbox")
+        self.cfg = fw_config.validate(cfg)
+        self.board = HostBoard(**board_kw)
+        self.app = App(self.cfg, self.board)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def terminal_id(self) -> str:
+        return str(self.cfg["terminal_id"])
+
+    def press(self, level: int, reason: int = 0, test: bool = False) -> int | None:
+        with self._lock:
+            seq: int | None = self.app.press(level, reason, test)
+            return seq
+
+    def step(self, timeout_ms: int = 20) -> None:
+        with self._lock:
+            self.app.step(0)
+        if timeout_ms:
+            time.sleep(timeout_ms / 1000)
+
+    def depth(self) -> int:
+        with self._lock:
+            d: int = self.app.outbox.depth()
+            return d
+
+    def start(self) -> None:
+        """Run the main loop in a background thread (for the demo and load tests)."""
+
+        def loop() -> None:
+            while not self._stop.is_set():
+                self.step(10)
+
+        self._thread = threading.Thread(target=loop, name=f"sim-{self.terminal_id}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+        with self._lock:
+            if self.app.client is not None:
+                self.app.client.disconnect()
+                self.app.client = None
+
+
+def load_config(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
