@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import socket
 import threading
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -153,6 +154,12 @@ class Ingestor:
         res.counts["status"] += 1
 
 
+def nodelay(_c: mqtt.Client, _ud: object, sock: object) -> None:
+    """paho leaves Nagle's algorithm on: small acks would wait for the peer's delayed ACK."""
+    if isinstance(sock, socket.socket):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 class MqttIngest:
     """paho-mqtt 2.x subscriber feeding an :class:`Ingestor` in batches.
 
@@ -178,6 +185,7 @@ class MqttIngest:
         self.client.username_pw_set(user, password)
         self.client.max_inflight_messages_set(100)
         self.client.on_connect = self._on_connect
+        self.client.on_socket_open = nodelay
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.client.reconnect_delay_set(0.2, 5)

@@ -75,7 +75,9 @@ class HostBoard:
     def open_socket(self, host: str, port: int, timeout: float) -> socket.socket:
         if not self.network:
             raise OSError("network down (simulated)")
-        return socket.create_connection((host, port), timeout=timeout)
+        s = socket.create_connection((host, port), timeout=timeout)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return s
 
     def feed_watchdog(self) -> None:
         self.watchdog_fed += 1
