@@ -58,12 +58,13 @@ def run_demo(*, terminals: int = 3, duration: float | None = None, data_dir: Pat
 
     def render() -> Panel:
         table = Table(expand=True)
-        for col in ("Giờ (ICT)", "Quầy / desk", "Thiết bị", "Số TT", "Đánh giá"):
-            table.add_column(col)
+        for col in ("Giờ (ICT)", "Quầy / desk", "Thiết bị", "Số TT", "Đánh giá", "Ghi chú"):
+            table.add_column(col, no_wrap=True)
         for r in reversed(recent):
             local = r.press_time.astimezone(OFFICE_TZ)
             table.add_row(local.strftime("%H:%M:%S %d/%m/%Y"), r.desk or "-", r.terminal_id,
-                          str(r.seq), LEVELS_3.get(r.level, str(r.level)))
+                          str(r.seq), LEVELS_3.get(r.level, str(r.level)),
+                          "bấm lặp / repeat" if r.repeat else "")
         backlog = sum(s.depth() for s in sims)
         footer = (f"đã lưu {counts['stored']} · trùng {counts['duplicates']} · cách ly "
                   f"{counts['quarantined']} · chờ gửi trên thiết bị {backlog}")
@@ -85,5 +86,5 @@ def run_demo(*, terminals: int = 3, duration: float | None = None, data_dir: Pat
         for sim in sims:
             sim.stop()
         hub.stop()
-    console.print(f"Đã lưu {counts['stored']} đánh giá / ratings stored. Dữ liệu: {data_dir}")
+    console.print(f"\nĐã lưu {counts['stored']} đánh giá / ratings stored. Dữ liệu: {data_dir}")
     return 0
