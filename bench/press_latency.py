@@ -36,8 +36,13 @@ from provisioning.simulate import SimTerminal  # noqa: E402
 
 def summary(ms: list[float]) -> dict[str, float]:
     q = statistics.quantiles(ms, n=100, method="inclusive")
-    return {"p50": round(q[49], 3), "p99": round(q[98], 3), "mean": round(statistics.fmean(ms), 3),
-            "min": round(min(ms), 3), "max": round(max(ms), 3)}
+    return {
+        "p50": round(q[49], 3),
+        "p99": round(q[98], 3),
+        "mean": round(statistics.fmean(ms), 3),
+        "min": round(min(ms), 3),
+        "max": round(max(ms), 3),
+    }
 
 
 def press_to_ack(hub: HubService, workdir: Path, samples: int) -> list[float]:
@@ -101,8 +106,13 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="sipas-bench-") as tmp:
         work = Path(tmp)
-        settings = Settings(office="bench", data_dir=work / "hub", mqtt_port=find_free_port(),
-                            api_port=find_free_port(), api_token="bench-token-0123456789")
+        settings = Settings(
+            office="bench",
+            data_dir=work / "hub",
+            mqtt_port=find_free_port(),
+            api_port=find_free_port(),
+            api_token="bench-token-0123456789",
+        )
         hub = HubService(settings)
         hub.start(api=False)
         try:

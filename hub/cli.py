@@ -33,7 +33,9 @@ def demo(
 
     logging.basicConfig(level=logging.WARNING)
     try:
-        code = run_demo(terminals=terminals, duration=duration, data_dir=data_dir, interval=interval)
+        code = run_demo(
+            terminals=terminals, duration=duration, data_dir=data_dir, interval=interval
+        )
     except BrokerError as e:
         err.print(f"[red]Mosquitto:[/] {e}")
         raise typer.Exit(3) from e
@@ -45,14 +47,18 @@ def run() -> None:
     """Run the hub as configured (SIPAS_HUB_* environment or .env)."""
     from hub.service import HubService
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         settings = Settings()
     except Exception as e:
         err.print(f"[red]configuration error:[/] {e}")
         raise typer.Exit(2) from e
     if not settings.api_token:
-        err.print("[red]SIPAS_HUB_API_TOKEN is not set:[/] generate one with `openssl rand -hex 16`")
+        err.print(
+            "[red]SIPAS_HUB_API_TOKEN is not set:[/] generate one with `openssl rand -hex 16`"
+        )
         raise typer.Exit(2)
     hub = HubService(settings)
     try:

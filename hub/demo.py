@@ -7,7 +7,6 @@ import secrets
 import tempfile
 import time
 from collections import deque
-from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -26,14 +25,25 @@ OFFICE_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 LEVELS_3 = {1: "Rất hài lòng", 2: "Hài lòng", 3: "Không hài lòng"}
 
 
-def run_demo(*, terminals: int = 3, duration: float | None = None, data_dir: Path | None = None,
-             interval: float = 3.0, console: Console | None = None) -> int:
+def run_demo(
+    *,
+    terminals: int = 3,
+    duration: float | None = None,
+    data_dir: Path | None = None,
+    interval: float = 3.0,
+    console: Console | None = None,
+) -> int:
     console = console or Console()
     data_dir = data_dir or Path(tempfile.mkdtemp(prefix="sipas-demo-"))
     from provisioning.simulate import SimTerminal  # imports the firmware tree
 
-    settings = Settings(office="demo-office", data_dir=data_dir, mqtt_port=find_free_port(),
-                        api_port=find_free_port(), api_token=secrets.token_urlsafe(16))
+    settings = Settings(
+        office="demo-office",
+        data_dir=data_dir,
+        mqtt_port=find_free_port(),
+        api_port=find_free_port(),
+        api_token=secrets.token_urlsafe(16),
+    )
     recent: deque[Rating] = deque(maxlen=12)
     counts = {"stored": 0, "duplicates": 0, "quarantined": 0}
 
@@ -53,7 +63,9 @@ def run_demo(*, terminals: int = 3, duration: float | None = None, data_dir: Pat
         sims.append(sim)
     console.print(f"Mosquitto: {settings.mqtt_host}:{settings.mqtt_port}   API: {hub.api_url}")
     console.print(f"API token: {settings.api_token}")
-    console.print(f"  thử / try: curl -H 'Authorization: Bearer {settings.api_token}' {hub.api_url}/ratings")
+    console.print(
+        f"  thử / try: curl -H 'Authorization: Bearer {settings.api_token}' {hub.api_url}/ratings"
+    )
     console.print("Ctrl-C để dừng / to stop\n")
 
     def render() -> Panel:
@@ -62,12 +74,19 @@ def run_demo(*, terminals: int = 3, duration: float | None = None, data_dir: Pat
             table.add_column(col, no_wrap=True)
         for r in reversed(recent):
             local = r.press_time.astimezone(OFFICE_TZ)
-            table.add_row(local.strftime("%H:%M:%S %d/%m/%Y"), r.desk or "-", r.terminal_id,
-                          str(r.seq), LEVELS_3.get(r.level, str(r.level)),
-                          "bấm lặp / repeat" if r.repeat else "")
+            table.add_row(
+                local.strftime("%H:%M:%S %d/%m/%Y"),
+                r.desk or "-",
+                r.terminal_id,
+                str(r.seq),
+                LEVELS_3.get(r.level, str(r.level)),
+                "bấm lặp / repeat" if r.repeat else "",
+            )
         backlog = sum(s.depth() for s in sims)
-        footer = (f"đã lưu {counts['stored']} · trùng {counts['duplicates']} · cách ly "
-                  f"{counts['quarantined']} · chờ gửi trên thiết bị {backlog}")
+        footer = (
+            f"đã lưu {counts['stored']} · trùng {counts['duplicates']} · cách ly "
+            f"{counts['quarantined']} · chờ gửi trên thiết bị {backlog}"
+        )
         return Panel(Group(table, footer), title="Đánh giá mới nhất / latest ratings")
 
     started = time.monotonic()

@@ -76,7 +76,9 @@ class Ingestor:
                 self._one(s, t, payload, res, acked)
             s.commit()
         for (tid, epoch), seqs in acked.items():
-            res.acks.append((protocol.topic(self.office, tid, "ack"), protocol.encode_ack(epoch, seqs)))
+            res.acks.append(
+                (protocol.topic(self.office, tid, "ack"), protocol.encode_ack(epoch, seqs))
+            )
         self.totals.update(res.counts)
         return res
 
@@ -85,12 +87,20 @@ class Ingestor:
         s.add(Quarantine(topic=t[:512], reason=reason, payload=payload))
         res.counts["quarantined"] += 1
 
-    def _one(self, s: Session, t: str, payload: bytes, res: Result,
-             acked: dict[tuple[str, int], list[int]]) -> None:
+    def _one(
+        self,
+        s: Session,
+        t: str,
+        payload: bytes,
+        res: Result,
+        acked: dict[tuple[str, int], list[int]],
+    ) -> None:
         try:
             office, tid, leaf = protocol.parse_topic(t)
             if office != self.office:
-                raise protocol.ProtocolError(f"office {office!r} is not this hub's ({self.office!r})")
+                raise protocol.ProtocolError(
+                    f"office {office!r} is not this hub's ({self.office!r})"
+                )
             if len(payload) > protocol.MAX_PAYLOAD:
                 raise protocol.ProtocolError(f"payload of {len(payload)} bytes is over the limit")
             known = self._terminal(tid)
@@ -106,8 +116,16 @@ class Ingestor:
         else:
             res.counts["replies"] += 1
 
-    def _rating(self, s: Session, t: str, tid: str, known: _Known, payload: bytes, res: Result,
-                acked: dict[tuple[str, int], list[int]]) -> None:
+    def _rating(
+        self,
+        s: Session,
+        t: str,
+        tid: str,
+        known: _Known,
+        payload: bytes,
+        res: Result,
+        acked: dict[tuple[str, int], list[int]],
+    ) -> None:
         try:
             r = protocol.decode_rating(payload)
         except protocol.ProtocolError as e:
@@ -120,20 +138,41 @@ class Ingestor:
             reason = "hub HMAC tag does not verify (forged or corrupted)"
         if reason:
             self._quarantine(s, t, payload, reason, res)
-            res.acks.append((protocol.topic(self.office, tid, "ack"),
-                             protocol.encode_ack(r.epoch, [r.seq], "rejected", reason)))
+            res.acks.append(
+                (
+                    protocol.topic(self.office, tid, "ack"),
+                    protocol.encode_ack(r.epoch, [r.seq], "rejected", reason),
+                )
+            )
             return
         now = utcnow()
         press = now if r.clock_unknown else datetime.fromtimestamp(r.press_time, UTC)
-        row = dict(terminal_id=tid, epoch=r.epoch, seq=r.seq, office=self.office, desk=known.desk,
-                   level=r.level, scale=r.scale, reason=r.reason, flags=r.flags, press_time=press,
-                   clock_unknown=r.clock_unknown, repeat=r.repeat, test=r.test, prompted=r.prompted,
-                   received_at=now, raw=payload)
-        stmt = sqlite_insert(Rating).values(**row).on_conflict_do_nothing(
-            index_elements=["terminal_id", "epoch", "seq"])
+        row = Rating(
+            terminal_id=tid,
+            epoch=r.epoch,
+            seq=r.seq,
+            office=self.office,
+            desk=known.desk,
+            level=r.level,
+            scale=r.scale,
+            reason=r.reason,
+            flags=r.flags,
+            press_time=press,
+            clock_unknown=r.clock_unknown,
+            repeat=r.repeat,
+            test=r.test,
+            prompted=r.prompted,
+            received_at=now,
+            raw=payload,
+        )
+        stmt = (
+            sqlite_insert(Rating)
+            .values(**row.model_dump(exclude={"id"}))
+            .on_conflict_do_nothing(index_elements=["terminal_id", "epoch", "seq"])
+        )
         if s.connection().execute(stmt).rowcount:
             res.counts["stored"] += 1
-            res.stored.append(Rating(**row))
+            res.stored.append(row)
         else:
             res.counts["duplicates"] += 1  # already stored: acknowledged again, not stored twice
         acked[(tid, r.epoch)].append(r.seq)
@@ -169,8 +208,17 @@ class MqttIngest:
     unique rating key turns into a re-ack.
     """
 
-    def __init__(self, ingestor: Ingestor, *, host: str, port: int, user: str, password: str,
-                 max_batch: int = 256, on_result: Callable[[Result], None] | None = None):
+    def __init__(
+        self,
+        ingestor: Ingestor,
+        *,
+        host: str,
+        port: int,
+        user: str,
+        password: str,
+        max_batch: int = 256,
+        on_result: Callable[[Result], None] | None = None,
+    ):
         self.ingestor = ingestor
         self.max_batch = max_batch
         self.on_result = on_result
@@ -180,23 +228,30 @@ class MqttIngest:
         self._stop = threading.Event()
         self._writer: threading.Thread | None = None
         office = ingestor.office
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"sipas-hub-{office}",
-                                  clean_session=False, manual_ack=True)
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"sipas-hub-{office}",
+            clean_session=False,
+            manual_ack=True,
+        )
         self.client.username_pw_set(user, password)
         self.client.max_inflight_messages_set(100)
         self.client.on_connect = self._on_connect
         self.client.on_socket_open = nodelay
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
-        self.client.reconnect_delay_set(0.2, 5)
+        self.client.reconnect_delay_set(1, 5)
 
-    def _on_connect(self, client: mqtt.Client, _ud: object, _flags: object, rc: object,
-                    _props: object = None) -> None:
+    def _on_connect(
+        self, client: mqtt.Client, _ud: object, _flags: object, rc: object, _props: object = None
+    ) -> None:
         if getattr(rc, "is_failure", False):
             log.error("broker refused the hub: %s", rc)
             return
         office = self.ingestor.office
-        client.subscribe([(protocol.topic(office, "+", leaf), 1) for leaf in ("rating", "status", "reply")])
+        client.subscribe(
+            [(protocol.topic(office, "+", leaf), 1) for leaf in ("rating", "status", "reply")]
+        )
         self.connected.set()
 
     def _on_disconnect(self, *_a: object) -> None:

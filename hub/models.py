@@ -35,7 +35,9 @@ class RatingBase(SQLModel):
     scale: int
     reason: int = 0
     flags: int = 0
-    press_time: datetime = Field(index=True, description="UTC; receipt time if the clock was unknown")
+    press_time: datetime = Field(
+        index=True, description="UTC; receipt time if the clock was unknown"
+    )
     clock_unknown: bool = False
     repeat: bool = False
     test: bool = False

@@ -100,8 +100,9 @@ def decode_rating(payload: bytes) -> RatingRecord:
         raise ProtocolError(f"level {level} is outside the {scale}-level scale")
     if reason > 4:
         raise ProtocolError(f"unknown reason code {reason}")
-    return RatingRecord(flags, epoch, seq, t, level, reason, scale,
-                        payload[16:32], payload[32:48], payload[:16])
+    return RatingRecord(
+        flags, epoch, seq, t, level, reason, scale, payload[16:32], payload[32:48], payload[:16]
+    )
 
 
 def _tag(key: bytes, msg: bytes) -> bytes:
@@ -125,7 +126,9 @@ def status_tag(key: bytes, terminal_id: str, epoch: int, last_seq: int, t: int) 
     return _tag(key, msg)
 
 
-def encode_ack(epoch: int, seqs: list[int], status: str = "stored", reason: str | None = None) -> bytes:
+def encode_ack(
+    epoch: int, seqs: list[int], status: str = "stored", reason: str | None = None
+) -> bytes:
     msg: dict[str, object] = {"v": 1, "epoch": epoch, "seqs": seqs, "status": status}
     if reason:
         msg["reason"] = reason

@@ -31,8 +31,12 @@ class HubService:
             settings.mqtt_password = _persistent_secret(settings, "mqtt-password")
         self.broker: Mosquitto | None = None
         if settings.manage_broker:
-            self.broker = Mosquitto(settings.data_dir / "mosquitto", host=settings.mqtt_host,
-                                    port=settings.mqtt_port, office=settings.office)
+            self.broker = Mosquitto(
+                settings.data_dir / "mosquitto",
+                host=settings.mqtt_host,
+                port=settings.mqtt_port,
+                office=settings.office,
+            )
         self.ingestor = Ingestor(self.engine, settings.office)
         self._on_result = on_result
         self.ingest = self.new_ingest()
@@ -43,11 +47,21 @@ class HubService:
     def new_ingest(self) -> MqttIngest:
         """A fresh MQTT subscriber (same client id, so it resumes the persistent session)."""
         st = self.settings
-        return MqttIngest(self.ingestor, host=st.mqtt_host, port=st.mqtt_port, user=st.mqtt_user,
-                          password=st.mqtt_password, max_batch=st.max_batch, on_result=self._on_result)
+        return MqttIngest(
+            self.ingestor,
+            host=st.mqtt_host,
+            port=st.mqtt_port,
+            user=st.mqtt_user,
+            password=st.mqtt_password,
+            max_batch=st.max_batch,
+            on_result=self._on_result,
+        )
 
     def stats(self) -> dict[str, Any]:
-        return {"ingest": dict(self.ingestor.totals), "broker_connected": self.ingest.connected.is_set()}
+        return {
+            "ingest": dict(self.ingestor.totals),
+            "broker_connected": self.ingest.connected.is_set(),
+        }
 
     def sync_broker_accounts(self) -> None:
         """Write the broker's password and ACL files from the registry and reload it."""
@@ -71,20 +85,31 @@ class HubService:
             self.broker.start()
         self.ingest.start()
         if api:
-            cfg = uvicorn.Config(self.app, host=self.settings.api_host, port=self.settings.api_port,
-                                 log_level="warning", access_log=False)
+            cfg = uvicorn.Config(
+                self.app,
+                host=self.settings.api_host,
+                port=self.settings.api_port,
+                log_level="warning",
+                access_log=False,
+            )
             self._server = uvicorn.Server(cfg)
-            self._api_thread = threading.Thread(target=self._server.run, name="hub-api", daemon=True)
+            self._api_thread = threading.Thread(
+                target=self._server.run, name="hub-api", daemon=True
+            )
             self._api_thread.start()
         deadline = time.monotonic() + wait
         while not self.ingest.connected.is_set():
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the hub could not connect to Mosquitto at "
-                                   f"{self.settings.mqtt_host}:{self.settings.mqtt_port}")
+                raise RuntimeError(
+                    f"the hub could not connect to Mosquitto at "
+                    f"{self.settings.mqtt_host}:{self.settings.mqtt_port}"
+                )
             time.sleep(0.05)
         while self._server is not None and not self._server.started:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the API did not start on {self.settings.api_host}:{self.settings.api_port}")
+                raise RuntimeError(
+                    f"the API did not start on {self.settings.api_host}:{self.settings.api_port}"
+                )
             time.sleep(0.05)
 
     @property

@@ -9,7 +9,9 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-app = typer.Typer(help="Build, flash, provision and simulate SIPAS terminals.", no_args_is_help=True)
+app = typer.Typer(
+    help="Build, flash, provision and simulate SIPAS terminals.", no_args_is_help=True
+)
 err = Console(stderr=True)
 
 
@@ -24,18 +26,23 @@ def simulate(
     workdir: Path = typer.Option(Path("sim-terminal"), help="where the simulated flash lives"),
 ) -> None:
     """Run the firmware application on this PC; type a level (1-5) and Enter to press a button."""
-    from app.config import ConfigError  # type: ignore[import-not-found]
+    from app.config import ConfigError
 
     from provisioning.simulate import SimTerminal, load_config
 
     try:
-        sim = SimTerminal(load_config(config), workdir,
-                          on_feedback=lambda kind, level: err.print(f"[green]{kind}[/] {level}"))
+        sim = SimTerminal(
+            load_config(config),
+            workdir,
+            on_feedback=lambda kind, level: err.print(f"[green]{kind}[/] {level}"),
+        )
     except ConfigError as e:
         err.print(f"[red]bad configuration:[/] {e}")
         raise typer.Exit(2) from e
     sim.start()
-    err.print(f"terminal {sim.terminal_id} running; type 1-{sim.cfg['scale']} and Enter, Ctrl-D to stop")
+    err.print(
+        f"terminal {sim.terminal_id} running; type 1-{sim.cfg['scale']} and Enter, Ctrl-D to stop"
+    )
     try:
         for line in sys.stdin:
             line = line.strip()
@@ -50,7 +57,9 @@ def simulate(
     finally:
         sim.stop()
     if sim.depth():
-        err.print(f"[yellow]{sim.depth()} ratings still in the outbox; they are sent on next start[/]")
+        err.print(
+            f"[yellow]{sim.depth()} ratings still in the outbox; they are sent on next start[/]"
+        )
 
 
 if __name__ == "__main__":

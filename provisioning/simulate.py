@@ -38,7 +38,9 @@ class HostBoard:
     can be switched off to simulate a Wi-Fi outage; ``clock_known`` simulates an unset RTC.
     """
 
-    def __init__(self, *, clock_known: bool = True, on_feedback: Callable[[str, int], None] | None = None):
+    def __init__(
+        self, *, clock_known: bool = True, on_feedback: Callable[[str, int], None] | None = None
+    ):
         self._t0 = time.monotonic()
         self.clock_known = clock_known
         self.clock_offset = 0.0

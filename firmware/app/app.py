@@ -5,7 +5,7 @@ import json
 from binascii import hexlify, unhexlify
 
 from app import codec
-from app.mqtt import MQTTClient
+from app.mqtt import MQTTClient, MQTTError
 from app.outbox import Outbox, OutboxFull
 
 FW_VERSION = "0.1.0"
@@ -52,7 +52,9 @@ class App:
         now = b.ticks_ms()
         flags = codec.FLAG_TEST if test else 0
         lockout = self.cfg["lockout_s"] * 1000
-        repeat = self._last_rating_ms is not None and b.ticks_diff(now, self._last_rating_ms) < lockout
+        repeat = (
+            self._last_rating_ms is not None and b.ticks_diff(now, self._last_rating_ms) < lockout
+        )
         if repeat:
             flags |= codec.FLAG_REPEAT
         else:
@@ -66,8 +68,18 @@ class App:
             flags |= codec.FLAG_CLOCK_UNKNOWN
             t = b.ticks_ms() // 1000
         seq = self.outbox.next_seq()
-        rec = codec.encode_rating(self.tid, self.hub_key, self.district_key, flags,
-                                  self.cfg["epoch"], seq, t, level, reason, self.cfg["scale"])
+        rec = codec.encode_rating(
+            self.tid,
+            self.hub_key,
+            self.district_key,
+            flags,
+            self.cfg["epoch"],
+            seq,
+            t,
+            level,
+            reason,
+            self.cfg["scale"],
+        )
         try:
             self.outbox.append(rec)
         except OutboxFull:
@@ -96,7 +108,7 @@ class App:
             self._send_backlog()
             self._heartbeat()
             self.client.poll(timeout_ms)
-        except OSError as e:
+        except (OSError, MQTTError) as e:
             self._drop("link lost: %s" % e)
 
     def _connect(self):
@@ -108,9 +120,17 @@ class App:
             self._retry_later()
             return
         cfg = self.cfg
-        c = self._client_factory(self.tid, cfg["broker_host"], cfg["broker_port"], user=self.tid,
-                                 password=cfg["mqtt_password"], keepalive=cfg["keepalive_s"],
-                                 timeout=5, sock_factory=b.open_socket, ticks_ms=b.ticks_ms)
+        c = self._client_factory(
+            self.tid,
+            cfg["broker_host"],
+            cfg["broker_port"],
+            user=self.tid,
+            password=cfg["mqtt_password"],
+            keepalive=cfg["keepalive_s"],
+            timeout=5,
+            sock_factory=b.open_socket,
+            ticks_ms=b.ticks_ms,
+        )
         c.on_message = self._on_message
         c.set_last_will(self.t_status, OFFLINE, retain=True, qos=1)
         try:
@@ -171,18 +191,29 @@ class App:
         b = self.board
         now = b.ticks_ms()
         period = self.cfg["heartbeat_s"] * 1000
-        if not force and self._last_beat_ms is not None and \
-                b.ticks_diff(now, self._last_beat_ms) < period:
+        if (
+            not force
+            and self._last_beat_ms is not None
+            and b.ticks_diff(now, self._last_beat_ms) < period
+        ):
             return
         self._last_beat_ms = now
         t = b.time()
         last = self.outbox.last_seq
         msg = codec.status_message(self.tid, self.cfg["epoch"], last, t or 0)
-        st = {"v": 1, "state": "online", "fw": FW_VERSION, "epoch": self.cfg["epoch"],
-              "last_seq": last, "outbox": self.outbox.depth(), "uptime": now // 1000,
-              "time": t or 0, "clock": t is not None,
-              "tag": hexlify(codec.tag(self.hub_key, msg)).decode(),
-              "dtag": hexlify(codec.tag(self.district_key, msg)).decode()}
+        st = {
+            "v": 1,
+            "state": "online",
+            "fw": FW_VERSION,
+            "epoch": self.cfg["epoch"],
+            "last_seq": last,
+            "outbox": self.outbox.depth(),
+            "uptime": now // 1000,
+            "time": t or 0,
+            "clock": t is not None,
+            "tag": hexlify(codec.tag(self.hub_key, msg)).decode(),
+            "dtag": hexlify(codec.tag(self.district_key, msg)).decode(),
+        }
         st.update(b.stats())
         self.client.publish(self.t_status, json.dumps(st), qos=1, retain=True)
 

@@ -73,8 +73,9 @@ def check_fields(flags, epoch, seq, press_time, level, reason, scale):
         raise ValueError("reason out of range")
 
 
-def encode_rating(terminal_id, hub_key, district_key, flags, epoch, seq, press_time, level,
-                  reason=0, scale=3):
+def encode_rating(
+    terminal_id, hub_key, district_key, flags, epoch, seq, press_time, level, reason=0, scale=3
+):
     body = encode_body(flags, epoch, seq, press_time, level, reason, scale)
     msg = rating_message(terminal_id, body)
     return body + tag(hub_key, msg) + tag(district_key, msg)
@@ -85,14 +86,26 @@ def decode_rating(record):
     # raises ValueError on a malformed record. Tags are not checked here (see verify_rating).
     if len(record) != RECORD_SIZE:
         raise ValueError("record must be 48 bytes")
-    v, flags, epoch, seq, t, level, reason, scale, res = struct.unpack(_BODY_FMT, record[:BODY_SIZE])
+    v, flags, epoch, seq, t, level, reason, scale, res = struct.unpack(
+        _BODY_FMT, record[:BODY_SIZE]
+    )
     if v != VERSION:
         raise ValueError("unsupported record version")
     if res:
         raise ValueError("reserved byte set")
     check_fields(flags, epoch, seq, t, level, reason, scale)
-    return (v, flags, epoch, seq, t, level, reason, scale,
-            bytes(record[BODY_SIZE:32]), bytes(record[32:48]))
+    return (
+        v,
+        flags,
+        epoch,
+        seq,
+        t,
+        level,
+        reason,
+        scale,
+        bytes(record[BODY_SIZE:32]),
+        bytes(record[32:48]),
+    )
 
 
 def _eq(a, b):

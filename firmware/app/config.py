@@ -16,8 +16,15 @@ DEFAULTS = {
     "wifi_password": "",
 }
 
-REQUIRED = ("terminal_id", "office", "epoch", "hub_key", "district_key", "broker_host",
-            "mqtt_password")
+REQUIRED = (
+    "terminal_id",
+    "office",
+    "epoch",
+    "hub_key",
+    "district_key",
+    "broker_host",
+    "mqtt_password",
+)
 
 _HEX = "0123456789abcdef"
 
@@ -43,17 +50,27 @@ def validate(raw):
     if not (isinstance(tid, str) and tid.startswith("t-") and _is_hex(tid[2:], 12)):
         raise ConfigError("terminal_id must look like t-0123456789ab")
     office = cfg["office"]
-    if not (isinstance(office, str) and 1 <= len(office) <= 32
-            and all(c in _HEX or "g" <= c <= "z" or c == "-" for c in office)):
+    if not (
+        isinstance(office, str)
+        and 1 <= len(office) <= 32
+        and all(c in _HEX or "g" <= c <= "z" or c == "-" for c in office)
+    ):
         raise ConfigError("office must be 1-32 characters of a-z, 0-9, -")
     for k in ("hub_key", "district_key"):
         if not _is_hex(cfg[k], 64):
             raise ConfigError(k + " must be 64 hex digits")
     if cfg["scale"] not in (3, 4, 5):
         raise ConfigError("scale must be 3, 4 or 5")
-    checks = (("epoch", 1, 0xFFFF), ("broker_port", 1, 65535), ("lockout_s", 0, 3600),
-              ("max_inflight", 1, 64), ("ack_timeout_s", 1, 3600), ("heartbeat_s", 5, 86400),
-              ("keepalive_s", 5, 3600), ("outbox_capacity", 1, 100000))
+    checks = (
+        ("epoch", 1, 0xFFFF),
+        ("broker_port", 1, 65535),
+        ("lockout_s", 0, 3600),
+        ("max_inflight", 1, 64),
+        ("ack_timeout_s", 1, 3600),
+        ("heartbeat_s", 5, 86400),
+        ("keepalive_s", 5, 3600),
+        ("outbox_capacity", 1, 100000),
+    )
     for k, lo, hi in checks:
         v = cfg[k]
         if not (isinstance(v, int) and lo <= v <= hi):

@@ -13,15 +13,22 @@ LED_PINS = (16, 17, 18, 19, 21)
 BUZZER_PIN = 23
 DEBOUNCE_MS = 30
 
-_BEEPS = {"saved": ((2000, 60),), "saved_offline": ((2000, 60), (0, 60), (1500, 60)),
-          "repeat": ((1200, 30),), "full": ((400, 400),), "error": ((400, 150), (0, 100), (400, 150)),
-          "identify": ((2500, 100), (0, 100)) * 3, "prompt": ()}
+_BEEPS = {
+    "saved": ((2000, 60),),
+    "saved_offline": ((2000, 60), (0, 60), (1500, 60)),
+    "repeat": ((1200, 30),),
+    "full": ((400, 400),),
+    "error": ((400, 150), (0, 100), (400, 150)),
+    "identify": ((2500, 100), (0, 100)) * 3,
+    "prompt": (),
+}
 
 
 class Board:
     def __init__(self, levels=3):
-        self.buttons = [machine.Pin(p, machine.Pin.IN, machine.Pin.PULL_DOWN)
-                        for p in BUTTON_PINS[:levels]]
+        self.buttons = [
+            machine.Pin(p, machine.Pin.IN, machine.Pin.PULL_DOWN) for p in BUTTON_PINS[:levels]
+        ]
         self.leds = [machine.Pin(p, machine.Pin.OUT, value=0) for p in LED_PINS[:levels]]
         self.buzzer = machine.PWM(machine.Pin(BUZZER_PIN), freq=2000, duty=0)
         self._pressed = []
@@ -38,6 +45,7 @@ class Board:
             if time.ticks_diff(now, self._since[i]) > DEBOUNCE_MS * 4:
                 self._since[i] = now
                 self._pressed.append(i)
+
         return handler
 
     def read_presses(self):
@@ -73,6 +81,7 @@ class Board:
     def sync_ntp(self):
         try:
             import ntptime
+
             ntptime.settime()
             self._clock_ok = True
         except Exception:
@@ -89,8 +98,12 @@ class Board:
     def open_socket(self, host, port, timeout):
         addr = socket.getaddrinfo(host, port)[0][-1]
         s = socket.socket()
-        s.settimeout(timeout)
-        s.connect(addr)
+        try:
+            s.settimeout(timeout)
+            s.connect(addr)
+        except OSError:
+            s.close()
+            raise
         return s
 
     def feedback(self, kind, level):
@@ -110,6 +123,7 @@ class Board:
 
     def stats(self):
         import gc
+
         try:
             rssi = self.wlan.status("rssi")
         except Exception:

@@ -98,7 +98,7 @@ class Outbox:
             data = f.read()
         out = []
         for off in range(0, len(data) - SLOT + 1, SLOT):
-            rec = data[off:off + REC]
+            rec = data[off : off + REC]
             if struct.unpack_from("<I", data, off + REC)[0] == crc32(rec):
                 out.append(rec)
             else:
@@ -114,7 +114,7 @@ class Outbox:
             data = f.read()
         good = 0
         while good + SLOT <= len(data):
-            rec = data[good:good + REC]
+            rec = data[good : good + REC]
             if struct.unpack_from("<I", data, good + REC)[0] != crc32(rec):
                 break
             good += SLOT

@@ -27,18 +27,27 @@ def _authorised(
 ) -> None:
     token: str = request.app.state.token
     if cred is None or not hmac.compare_digest(cred.credentials.encode(), token.encode()):
-        raise HTTPException(401, "missing or wrong API token: send 'Authorization: Bearer <token>'",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            401,
+            "missing or wrong API token: send 'Authorization: Bearer <token>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
 
 
 SessionDep = Annotated[Session, Depends(_session)]
 
 
-def create_app(engine: Engine, *, token: str, stats: Callable[[], dict[str, Any]] | None = None) -> FastAPI:
+def create_app(
+    engine: Engine, *, token: str, stats: Callable[[], dict[str, Any]] | None = None
+) -> FastAPI:
     if not token:
         raise ValueError("the API needs a token (SIPAS_HUB_API_TOKEN)")
-    app = FastAPI(title="SIPAS hub", version="0.1.0", docs_url="/api/v1/docs",
-                  openapi_url="/api/v1/openapi.json")
+    app = FastAPI(
+        title="SIPAS hub",
+        version="0.1.0",
+        docs_url="/api/v1/docs",
+        openapi_url="/api/v1/openapi.json",
+    )
     app.state.engine = engine
     app.state.token = token
     auth = [Depends(_authorised)]
@@ -69,15 +78,22 @@ def create_app(engine: Engine, *, token: str, stats: Callable[[], dict[str, Any]
             q = q.where(Rating.press_time >= since)
         rows = s.exec(q.order_by(Rating.id).limit(limit)).all()  # type: ignore[arg-type]
         return [
-            RatingPublic(**r.model_dump(exclude={"raw"}), hub_tag=r.raw[16:32].hex(),
-                         district_tag=r.raw[32:48].hex())
+            RatingPublic(
+                **r.model_dump(exclude={"raw"}),
+                hub_tag=r.raw[16:32].hex(),
+                district_tag=r.raw[32:48].hex(),
+            )
             for r in rows
         ]
 
     @app.get("/api/v1/terminals", dependencies=auth)
     def terminals(s: SessionDep) -> list[dict[str, Any]]:
         rows = s.exec(select(Terminal).order_by(Terminal.id)).all()
-        return [t.model_dump(include={"id", "office", "desk", "epoch", "active", "last_seen",
-                                      "last_status"}) for t in rows]
+        return [
+            t.model_dump(
+                include={"id", "office", "desk", "epoch", "active", "last_seen", "last_status"}
+            )
+            for t in rows
+        ]
 
     return app

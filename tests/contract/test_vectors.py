@@ -23,11 +23,22 @@ def test_hub_decodes_and_verifies_rating(v: dict) -> None:
     rec = bytes.fromhex(v["record"])
     r = protocol.decode_rating(rec)
     assert (r.flags, r.epoch, r.seq, r.press_time, r.level, r.reason, r.scale) == (
-        v["flags"], v["epoch"], v["seq"], v["press_time"], v["level"], v["reason"], v["scale"])
+        v["flags"],
+        v["epoch"],
+        v["seq"],
+        v["press_time"],
+        v["level"],
+        v["reason"],
+        v["scale"],
+    )
     assert protocol.verify_tag(bytes.fromhex(v["hub_key"]), v["terminal_id"], r.body, r.hub_tag)
-    assert protocol.verify_tag(bytes.fromhex(v["district_key"]), v["terminal_id"], r.body, r.district_tag)
+    assert protocol.verify_tag(
+        bytes.fromhex(v["district_key"]), v["terminal_id"], r.body, r.district_tag
+    )
     # The hub key must not verify the district tag: the two tags are independent.
-    assert not protocol.verify_tag(bytes.fromhex(v["hub_key"]), v["terminal_id"], r.body, r.district_tag)
+    assert not protocol.verify_tag(
+        bytes.fromhex(v["hub_key"]), v["terminal_id"], r.body, r.district_tag
+    )
 
 
 @pytest.mark.parametrize("v", VECTORS["invalid_ratings"], ids=lambda v: v["why"])
@@ -100,6 +111,11 @@ print("checked", n)
 def test_firmware_codec_under_micropython(micropython) -> None:
     code = "VECTORS_JSON = " + repr(json.dumps(VECTORS)) + "\n" + FIRMWARE_CHECK
     out = micropython.run(code)
-    expected = (len(VECTORS["hmac_sha256"]) + len(VECTORS["ratings"]) + len(VECTORS["invalid_ratings"])
-                + len(VECTORS["tampered_ratings"]) + len(VECTORS["status"]))
+    expected = (
+        len(VECTORS["hmac_sha256"])
+        + len(VECTORS["ratings"])
+        + len(VECTORS["invalid_ratings"])
+        + len(VECTORS["tampered_ratings"])
+        + len(VECTORS["status"])
+    )
     assert f"checked {expected}" in out

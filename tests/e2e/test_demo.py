@@ -14,9 +14,24 @@ pytestmark = pytest.mark.e2e
 
 def test_demo_stores_ratings_from_simulated_terminals(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "hub.cli", "demo", "--terminals", "2", "--interval", "0.2",
-         "--duration", "4", "--data-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=60, env={"COLUMNS": "120", "PATH": "/usr/bin:/bin:/usr/sbin"},
+        [
+            sys.executable,
+            "-m",
+            "hub.cli",
+            "demo",
+            "--terminals",
+            "2",
+            "--interval",
+            "0.2",
+            "--duration",
+            "4",
+            "--data-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"COLUMNS": "120", "PATH": "/usr/bin:/bin:/usr/sbin"},
     )
     assert proc.returncode == 0, proc.stderr + proc.stdout
     out = proc.stdout

@@ -21,7 +21,9 @@ def count(hub: HubService, model: type = Rating) -> int:
         return int(s.exec(select(func.count()).select_from(model)).one())
 
 
-def test_press_is_stored_acknowledged_and_served(hub: HubService, api: httpx.Client, terminal_factory) -> None:
+def test_press_is_stored_acknowledged_and_served(
+    hub: HubService, api: httpx.Client, terminal_factory
+) -> None:
     term = terminal_factory(desk="quay-1")
     seq = term.press(2)
     assert seq == 1 and term.depth() == 1
@@ -31,10 +33,22 @@ def test_press_is_stored_acknowledged_and_served(hub: HubService, api: httpx.Cli
     assert len(rows) == 1
     r = rows[0]
     assert (r["terminal_id"], r["epoch"], r["seq"], r["level"], r["scale"], r["desk"]) == (
-        term.terminal_id, 1, 1, 2, 3, "quay-1")
-    assert r["clock_unknown"] is False and abs(
-        time.time() - time.mktime(time.strptime(r["press_time"][:19], "%Y-%m-%dT%H:%M:%S"))
-        + time.timezone) < 120
+        term.terminal_id,
+        1,
+        1,
+        2,
+        3,
+        "quay-1",
+    )
+    assert (
+        r["clock_unknown"] is False
+        and abs(
+            time.time()
+            - time.mktime(time.strptime(r["press_time"][:19], "%Y-%m-%dT%H:%M:%S"))
+            + time.timezone
+        )
+        < 120
+    )
     assert len(r["district_tag"]) == 32  # stored as received, for the district to verify
 
 
@@ -58,7 +72,9 @@ def test_broker_puback_alone_does_not_empty_the_outbox(hub: HubService, terminal
     assert count(hub) == 1
 
 
-def test_broker_killed_mid_run_loses_nothing_and_duplicates_nothing(hub: HubService, terminal_factory) -> None:
+def test_broker_killed_mid_run_loses_nothing_and_duplicates_nothing(
+    hub: HubService, terminal_factory
+) -> None:
     a, b = terminal_factory(desk="quay-1"), terminal_factory(desk="quay-2")
     for t in (a, b):
         t.press(1)
@@ -79,7 +95,9 @@ def test_broker_killed_mid_run_loses_nothing_and_duplicates_nothing(hub: HubServ
     assert sorted(keys) == sorted([(t.terminal_id, n) for t in (a, b) for n in (1, 2, 3, 4)])
 
 
-def test_terminal_restart_resends_unacknowledged_without_duplicates(hub: HubService, terminal_factory, tmp_path) -> None:
+def test_terminal_restart_resends_unacknowledged_without_duplicates(
+    hub: HubService, terminal_factory, tmp_path
+) -> None:
     from provisioning.simulate import SimTerminal
 
     term = terminal_factory()

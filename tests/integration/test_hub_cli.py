@@ -15,10 +15,21 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_hub(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    full = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "SIPAS_HUB_DATA_DIR": str(tmp_path),
-            "SIPAS_HUB_OFFICE": "office-test", "PYTHONPATH": str(ROOT), **env}
-    return subprocess.run([sys.executable, "-m", "hub.cli", "run"], capture_output=True, text=True,
-                          timeout=60, env=full, cwd=tmp_path)
+    full = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "SIPAS_HUB_DATA_DIR": str(tmp_path),
+        "SIPAS_HUB_OFFICE": "office-test",
+        "PYTHONPATH": str(ROOT),
+        **env,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "hub.cli", "run"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=full,
+        cwd=tmp_path,
+    )
 
 
 def test_run_says_clearly_when_the_mqtt_port_is_taken(tmp_path: Path) -> None:

@@ -33,10 +33,21 @@ def env(tmp_path: Path):
     engine.dispose()
 
 
-def record(device: dict, seq: int, *, flags: int = 0, level: int = 1, t: int | None = None) -> bytes:
-    return codec.encode_rating(device["terminal_id"], bytes.fromhex(device["hub_key"]),
-                               bytes.fromhex(device["district_key"]), flags, device["epoch"], seq,
-                               int(time.time()) if t is None else t, level, 0, 3)
+def record(
+    device: dict, seq: int, *, flags: int = 0, level: int = 1, t: int | None = None
+) -> bytes:
+    return codec.encode_rating(
+        device["terminal_id"],
+        bytes.fromhex(device["hub_key"]),
+        bytes.fromhex(device["district_key"]),
+        flags,
+        device["epoch"],
+        seq,
+        int(time.time()) if t is None else t,
+        level,
+        0,
+        3,
+    )
 
 
 def topic(device: dict, leaf: str = "rating", office: str = OFFICE) -> str:
@@ -72,8 +83,19 @@ def test_one_ack_per_terminal_for_a_batch(env) -> None:
     assert len(res.acks) == 1 and json.loads(res.acks[0][1])["seqs"] == [1, 2, 3]
 
 
-@pytest.mark.parametrize("case", ["other office", "unknown terminal", "oversize", "short", "forged",
-                                  "wrong epoch", "bad topic", "bad status"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "other office",
+        "unknown terminal",
+        "oversize",
+        "short",
+        "forged",
+        "wrong epoch",
+        "bad topic",
+        "bad status",
+    ],
+)
 def test_bad_input_is_quarantined_with_a_reason(env, case: str) -> None:
     engine, ing, dev = env
     good = record(dev, 1)
@@ -89,8 +111,18 @@ def test_bad_input_is_quarantined_with_a_reason(env, case: str) -> None:
     elif case == "forged":
         payload = good[:12] + bytes([2]) + good[13:]  # level changed after signing
     elif case == "wrong epoch":
-        payload = codec.encode_rating(dev["terminal_id"], bytes.fromhex(dev["hub_key"]), bytes(32),
-                                      0, 9, 1, 1795000000, 1, 0, 3)
+        payload = codec.encode_rating(
+            dev["terminal_id"],
+            bytes.fromhex(dev["hub_key"]),
+            bytes(32),
+            0,
+            9,
+            1,
+            1795000000,
+            1,
+            0,
+            3,
+        )
     elif case == "bad topic":
         t = "sipas/v1/office-test/../rating"
     elif case == "bad status":
@@ -146,7 +178,9 @@ def test_random_garbage_never_crashes_and_is_all_accounted_for(env) -> None:
         elif kind == 2:
             payload = rnd.randbytes(48)
         else:
-            payload = json.dumps({"v": rnd.choice([1, 2, None]), "x": "é" * rnd.randint(0, 5)}).encode()
+            payload = json.dumps(
+                {"v": rnd.choice([1, 2, None]), "x": "é" * rnd.randint(0, 5)}
+            ).encode()
         leaf = rnd.choice(["rating", "status", "rating"])
         msgs.append((topic(dev, leaf), payload))
     res = ing.process(msgs)

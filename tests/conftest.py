@@ -1,0 +1,6 @@
+pytest_plugins = [
+    "tests.fixtures.services",
+    "tests.fixtures.mosquitto",
+    "tests.fixtures.micropython",
+    "tests.fixtures.hub",
+]
