@@ -12,19 +12,21 @@ import logging
 import queue
 import socket
 import threading
+import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
-from hub import protocol
-from hub.models import Quarantine, Rating, Terminal, utcnow
+from hub import integrity, office, protocol
+from hub.models import Desk, Quarantine, Rating, Terminal, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +38,11 @@ class Result:
     """What one batch did: acknowledgements to publish and counts per outcome."""
 
     acks: list[Publish] = field(default_factory=list)
+    commands: list[Publish] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
     stored: list[Rating] = field(default_factory=list)
+    statuses: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    quarantined: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -49,19 +54,28 @@ class _Known:
 
 
 class Ingestor:
-    def __init__(self, engine: Engine, office: str):
+    def __init__(
+        self, engine: Engine, office: str, *, case_window: timedelta = timedelta(minutes=10)
+    ):
         self.engine = engine
         self.office = office
+        self.case_window = case_window
         self.totals: Counter[str] = Counter()
         self._terminals: dict[str, _Known] = {}
+        self._heads: dict[str, str] = {}  # terminal -> hash-chain head of its stored ratings
+        self._desks_requiring_case: set[str] = set()
         self.reload_terminals()
 
     def reload_terminals(self) -> None:
         with Session(self.engine) as s:
             rows = s.exec(select(Terminal).where(Terminal.office == self.office)).all()
+            desks = s.exec(
+                select(Desk.id).where(Desk.office == self.office, Desk.requires_case)
+            ).all()
         self._terminals = {
             t.id: _Known(t.epoch, bytes.fromhex(t.hub_key), t.desk, t.active) for t in rows
         }
+        self._desks_requiring_case = set(desks)
 
     def _terminal(self, tid: str) -> _Known | None:
         if tid not in self._terminals:
@@ -71,10 +85,14 @@ class Ingestor:
     def process(self, messages: list[tuple[str, bytes]]) -> Result:
         res = Result()
         acked: dict[tuple[str, int], list[int]] = defaultdict(list)
-        with Session(self.engine) as s:
-            for t, payload in messages:
-                self._one(s, t, payload, res, acked)
-            s.commit()
+        try:
+            with Session(self.engine) as s:
+                for t, payload in messages:
+                    self._one(s, t, payload, res, acked)
+                s.commit()
+        except Exception:
+            self._heads.clear()  # the transaction is gone: chain heads are read again from the db
+            raise
         for (tid, epoch), seqs in acked.items():
             res.acks.append(
                 (protocol.topic(self.office, tid, "ack"), protocol.encode_ack(epoch, seqs))
@@ -86,6 +104,7 @@ class Ingestor:
         log.warning("quarantined message on %s: %s", t, reason)
         s.add(Quarantine(topic=t[:512], reason=reason, payload=payload))
         res.counts["quarantined"] += 1
+        res.quarantined.append((t, reason))
 
     def _one(
         self,
@@ -96,10 +115,10 @@ class Ingestor:
         acked: dict[tuple[str, int], list[int]],
     ) -> None:
         try:
-            office, tid, leaf = protocol.parse_topic(t)
-            if office != self.office:
+            topic_office, tid, leaf = protocol.parse_topic(t)
+            if topic_office != self.office:
                 raise protocol.ProtocolError(
-                    f"office {office!r} is not this hub's ({self.office!r})"
+                    f"office {topic_office!r} is not this hub's ({self.office!r})"
                 )
             if len(payload) > protocol.MAX_PAYLOAD:
                 raise protocol.ProtocolError(f"payload of {len(payload)} bytes is over the limit")
@@ -145,8 +164,21 @@ class Ingestor:
                 )
             )
             return
+        key = (tid, r.epoch, r.seq)
+        if self._stored(s, *key):
+            res.counts["duplicates"] += 1  # already stored: acknowledged again, not stored twice
+            acked[(tid, r.epoch)].append(r.seq)
+            return
         now = utcnow()
         press = now if r.clock_unknown else datetime.fromtimestamp(r.press_time, UTC)
+        official = case_id = None
+        link = office.NOT_LINKED
+        if known.desk is not None:
+            official = office.on_duty(s, desk_id=known.desk, at=press)
+            if not (r.repeat or r.test):
+                case_id, link = office.link_case(
+                    s, desk_id=known.desk, press_time=press, window=self.case_window
+                )
         row = Rating(
             terminal_id=tid,
             epoch=r.epoch,
@@ -163,19 +195,67 @@ class Ingestor:
             test=r.test,
             prompted=r.prompted,
             received_at=now,
+            official_id=official,
+            case_id=case_id,
+            link_status=link,
             raw=payload,
         )
+        row.chain = integrity.chain_link(self._head(s, tid), row)
         stmt = (
             sqlite_insert(Rating)
             .values(**row.model_dump(exclude={"id"}))
             .on_conflict_do_nothing(index_elements=["terminal_id", "epoch", "seq"])
         )
-        if s.connection().execute(stmt).rowcount:
-            res.counts["stored"] += 1
-            res.stored.append(row)
-        else:
-            res.counts["duplicates"] += 1  # already stored: acknowledged again, not stored twice
+        result = s.connection().execute(stmt)
+        if not result.rowcount:  # cannot happen with one writer; never count it twice
+            res.counts["duplicates"] += 1
+            acked[(tid, r.epoch)].append(r.seq)
+            return
+        row.id = result.lastrowid
+        self._heads[tid] = row.chain
+        for reason_code in self._auto_exclusions(row, known):
+            office.exclude(
+                s,
+                rating_id=row.id,
+                reason=reason_code,
+                note=None,
+                actor=office.HUB_ACTOR,
+                automatic=True,
+            )
+        res.counts["stored"] += 1
+        res.stored.append(row)
         acked[(tid, r.epoch)].append(r.seq)
+
+    def _stored(self, s: Session, tid: str, epoch: int, seq: int) -> bool:
+        q = select(Rating.id).where(
+            Rating.terminal_id == tid, Rating.epoch == epoch, Rating.seq == seq
+        )
+        return s.exec(q).first() is not None
+
+    def _head(self, s: Session, tid: str) -> str:
+        if tid not in self._heads:
+            last = s.exec(
+                select(Rating.chain)
+                .where(Rating.terminal_id == tid)
+                .order_by(col(Rating.id).desc())
+                .limit(1)
+            ).first()
+            self._heads[tid] = last or ""
+        return self._heads[tid]
+
+    def _auto_exclusions(self, row: Rating, known: _Known) -> list[str]:
+        out = []
+        if row.repeat:
+            out.append("repeat")
+        if row.test:
+            out.append("test")
+        if row.link_status == office.ALREADY_RATED:
+            out.append("second_for_case")
+        if row.link_status == office.NO_CASE and known.desk in self._desks_requiring_case:
+            out.append("no_case_required")
+        if row.clock_unknown:
+            out.append("clock_unknown")
+        return out
 
     def _status(self, s: Session, t: str, tid: str, payload: bytes, res: Result) -> None:
         try:
@@ -190,6 +270,12 @@ class Ingestor:
             term.last_seen = utcnow()
             term.last_status = payload.decode()
             s.add(term)
+        if st.get("clock") is False:  # the terminal has no time yet: give it ours
+            cmd = protocol.encode_command(
+                f"time-{int(time.time())}", "time", {"time": int(time.time())}
+            )
+            res.commands.append((protocol.topic(self.office, tid, "cmd"), cmd))
+        res.statuses.append((tid, st))
         res.counts["status"] += 1
 
 
@@ -297,7 +383,7 @@ class MqttIngest:
                 self._stop.wait(1)
         else:
             return  # stopping: unacknowledged messages are redelivered by the broker
-        for t, payload in res.acks:
+        for t, payload in res.acks + res.commands:
             self.client.publish(t, payload, qos=1)
         for m in batch:
             self.client.ack(m.mid, m.qos)

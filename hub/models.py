@@ -25,6 +25,82 @@ class Terminal(SQLModel, table=True):
     last_status: str | None = None
 
 
+class Desk(SQLModel, table=True):
+    """A desk ("quầy") of the one-stop unit; a terminal sits on one."""
+
+    id: str = Field(primary_key=True)
+    office: str = Field(index=True)
+    name: str
+    requires_case: bool = Field(False, description="presses with no linked case are excluded")
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Official(SQLModel, table=True):
+    """An official ("công chức") who serves at the desks."""
+
+    id: str = Field(primary_key=True)
+    office: str = Field(index=True)
+    name: str
+    active: bool = True
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class DutyEvent(SQLModel, table=True):
+    """Check-in / check-out log, append-only: who is on duty at a desk at time T is the official of
+    the last event at that desk at or before T, if that event is a check-in."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    office: str
+    desk_id: str = Field(index=True)
+    official_id: str = Field(index=True)
+    kind: str = Field(description="in | out")
+    at: datetime = Field(index=True)
+    actor: str
+    recorded_at: datetime = Field(default_factory=utcnow)
+
+
+class Case(SQLModel, table=True):
+    """An administrative case ("hồ sơ") whose result was handed back at a desk."""
+
+    __table_args__ = (UniqueConstraint("office", "code", name="uq_case_code"),)
+    id: int | None = Field(default=None, primary_key=True)
+    office: str
+    code: str = Field(description="mã hồ sơ, as printed on the receipt")
+    procedure: str | None = Field(None, description="thủ tục hành chính")
+    field: str | None = Field(None, description="lĩnh vực, e.g. hộ tịch, chứng thực")
+    desk_id: str = Field(index=True)
+    official_id: str | None = None
+    handed_back_at: datetime = Field(index=True)
+    source: str = "api"
+    actor: str
+    recorded_at: datetime = Field(default_factory=utcnow)
+
+
+class Exclusion(SQLModel, table=True):
+    """An attributed annotation that leaves a rating out of the figures, or (``reverses``) takes
+    such an annotation back. Ratings themselves are never changed."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    rating_id: int = Field(index=True)
+    reason: str
+    note: str | None = None
+    actor: str
+    created_at: datetime = Field(default_factory=utcnow)
+    reverses: int | None = Field(None, index=True)
+
+
+class AuditLog(SQLModel, table=True):
+    """Every change to desks, officials, the duty log, cases, terminals and exclusions."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utcnow, index=True)
+    actor: str
+    action: str
+    entity: str
+    entity_id: str
+    detail: str = "{}"
+
+
 class RatingBase(SQLModel):
     terminal_id: str = Field(index=True)
     epoch: int
@@ -43,6 +119,13 @@ class RatingBase(SQLModel):
     test: bool = False
     prompted: bool = False
     received_at: datetime = Field(default_factory=utcnow)
+    official_id: str | None = Field(
+        None, index=True, description="on duty at the desk at press time"
+    )
+    case_id: int | None = Field(None, index=True)
+    link_status: str = Field(
+        "no_case", description="linked | no_case | case_already_rated | late | not_linked"
+    )
 
 
 class Rating(RatingBase, table=True):
@@ -51,6 +134,7 @@ class Rating(RatingBase, table=True):
     __table_args__ = (UniqueConstraint("terminal_id", "epoch", "seq", name="uq_rating_key"),)
     id: int | None = Field(default=None, primary_key=True)
     raw: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    chain: str = Field("", description="sha256 hash chain over this terminal's stored ratings")
 
 
 class RatingPublic(RatingBase):
