@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     api_port: int = 8080
     api_token: str = ""
     max_batch: int = 256
+    case_window_minutes: int = Field(
+        10, ge=1, le=240, description="a rating links to a case handed back this recently"
+    )
 
     @field_validator("mqtt_password", "api_token")
     @classmethod

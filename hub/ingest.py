@@ -174,10 +174,13 @@ class Ingestor:
         official = case_id = None
         link = office.NOT_LINKED
         if known.desk is not None:
-            official = office.on_duty(s, desk_id=known.desk, at=press)
+            # Press times have one-second resolution: a press in the same second as a check-in or
+            # a hand-back came after it.
+            at = press if r.clock_unknown else press + timedelta(seconds=1)
+            official = office.on_duty(s, desk_id=known.desk, at=at)
             if not (r.repeat or r.test):
                 case_id, link = office.link_case(
-                    s, desk_id=known.desk, press_time=press, window=self.case_window
+                    s, desk_id=known.desk, press_time=at, window=self.case_window
                 )
         row = Rating(
             terminal_id=tid,

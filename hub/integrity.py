@@ -87,15 +87,14 @@ def _row_matches_raw(row: Rating, key: bytes) -> str | None:
 
 
 def _ranges(seqs: list[int]) -> str:
-    out, start, prev = [], seqs[0], seqs[0]
-    for s in seqs[1:] + [None]:  # type: ignore[list-item]
-        if s is not None and s == prev + 1:
-            prev = s
-            continue
-        out.append(str(start) if start == prev else f"{start}-{prev}")
-        if s is not None:
-            start = prev = s
-    return ", ".join(out)
+    """[1, 2, 3, 7] -> "1-3, 7"."""
+    runs: list[list[int]] = []
+    for n in seqs:
+        if runs and n == runs[-1][1] + 1:
+            runs[-1][1] = n
+        else:
+            runs.append([n, n])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
 
 
 def verify(engine: Engine, office: str) -> Report:

@@ -86,7 +86,7 @@ class Exclusion(SQLModel, table=True):
     note: str | None = None
     actor: str
     created_at: datetime = Field(default_factory=utcnow)
-    reverses: int | None = Field(None, index=True)
+    reverses: int | None = Field(default=None, index=True)
 
 
 class AuditLog(SQLModel, table=True):
@@ -134,7 +134,7 @@ class Rating(RatingBase, table=True):
     __table_args__ = (UniqueConstraint("terminal_id", "epoch", "seq", name="uq_rating_key"),)
     id: int | None = Field(default=None, primary_key=True)
     raw: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
-    chain: str = Field("", description="sha256 hash chain over this terminal's stored ratings")
+    chain: str = Field(default="", description="sha256 hash chain over this terminal's stored ratings")
 
 
 class RatingPublic(RatingBase):

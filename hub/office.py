@@ -58,6 +58,16 @@ HUB_ACTOR = "hub"
 class OfficeError(ValueError):
     """A request that cannot be carried out; the text says why and what to do."""
 
+    status = 400
+
+
+class NotFound(OfficeError):
+    status = 404
+
+
+class Conflict(OfficeError):
+    status = 409
+
 
 # -- request schemas (shared by the API and the CLI) -------------------------------------------------
 class DeskCreate(BaseModel):
@@ -118,7 +128,7 @@ def audit(
 # -- desks and officials ---------------------------------------------------------------------------
 def create_desk(s: Session, *, office: str, data: DeskCreate, actor: str) -> Desk:
     if s.get(Desk, data.id) is not None:
-        raise OfficeError(f"desk {data.id} already exists")
+        raise Conflict(f"desk {data.id} already exists")
     desk = Desk(office=office, **data.model_dump())
     s.add(desk)
     audit(s, actor=actor, action="create", entity="desk", entity_id=data.id, **data.model_dump())
@@ -127,7 +137,7 @@ def create_desk(s: Session, *, office: str, data: DeskCreate, actor: str) -> Des
 
 def create_official(s: Session, *, office: str, data: OfficialCreate, actor: str) -> Official:
     if s.get(Official, data.id) is not None:
-        raise OfficeError(f"official {data.id} already exists")
+        raise Conflict(f"official {data.id} already exists")
     off = Official(office=office, **data.model_dump())
     s.add(off)
     audit(s, actor=actor, action="create", entity="official", entity_id=data.id, name=data.name)
@@ -151,7 +161,7 @@ def set_official_active(s: Session, *, official_id: str, active: bool, actor: st
 def assign_terminal(s: Session, *, terminal_id: str, desk_id: str | None, actor: str) -> Terminal:
     term = s.get(Terminal, terminal_id)
     if term is None:
-        raise OfficeError(f"terminal {terminal_id} is not registered")
+        raise NotFound(f"terminal {terminal_id} is not registered")
     if desk_id is not None:
         _desk(s, desk_id)
     audit(
@@ -171,14 +181,14 @@ def assign_terminal(s: Session, *, terminal_id: str, desk_id: str | None, actor:
 def _desk(s: Session, desk_id: str) -> Desk:
     desk = s.get(Desk, desk_id)
     if desk is None:
-        raise OfficeError(f"desk {desk_id} does not exist: create it first")
+        raise NotFound(f"desk {desk_id} does not exist: create it first")
     return desk
 
 
 def _official(s: Session, official_id: str) -> Official:
     off = s.get(Official, official_id)
     if off is None:
-        raise OfficeError(f"official {official_id} does not exist: create it first")
+        raise NotFound(f"official {official_id} does not exist: create it first")
     return off
 
 
@@ -240,7 +250,7 @@ def check_in(s: Session, *, office: str, req: DutyRequest, actor: str) -> DutyEv
     at = as_utc(req.at)
     current = on_duty(s, desk_id=req.desk_id, at=at)
     if current == off.id:
-        raise OfficeError(f"{off.name} is already checked in at desk {req.desk_id}")
+        raise Conflict(f"{off.name} is already checked in at desk {req.desk_id}")
     if current is not None:
         _duty(s, office, req.desk_id, current, "out", at, actor)
     elsewhere = desk_of(s, official_id=off.id, at=at)
@@ -254,7 +264,7 @@ def check_out(s: Session, *, office: str, req: DutyRequest, actor: str) -> DutyE
     at = as_utc(req.at)
     current = on_duty(s, desk_id=req.desk_id, at=at)
     if current is None:
-        raise OfficeError(f"nobody is checked in at desk {req.desk_id}")
+        raise Conflict(f"nobody is checked in at desk {req.desk_id}")
     if req.official_id is not None and req.official_id != current:
         raise OfficeError(f"{req.official_id} is not the official on duty at desk {req.desk_id}")
     return _duty(s, office, req.desk_id, current, "out", at, actor)
@@ -303,7 +313,9 @@ def link_case(
     s: Session, *, desk_id: str, press_time: datetime, window: timedelta
 ) -> tuple[int | None, str]:
     """The case a rating at this desk belongs to, and how it was linked (see the status constants)."""
-    rated = exists().where(and_(col(Rating.case_id) == col(Case.id), Rating.link_status == LINKED))
+    rated = exists().where(
+        and_(col(Rating.case_id) == col(Case.id), col(Rating.link_status) == LINKED)
+    )
     in_window = (
         select(Case)
         .where(
@@ -349,7 +361,7 @@ def exclude(
     if reason not in allowed:
         raise OfficeError(f"unknown exclusion reason {reason!r}; use one of: {', '.join(allowed)}")
     if not automatic and s.get(Rating, rating_id) is None:
-        raise OfficeError(f"rating {rating_id} does not exist")
+        raise NotFound(f"rating {rating_id} does not exist")
     ex = Exclusion(rating_id=rating_id, reason=reason, note=note, actor=actor)
     s.add(ex)
     if not automatic:
@@ -371,9 +383,9 @@ def reinstate(s: Session, *, exclusion_id: int, note: str | None, actor: str) ->
     """Take an exclusion back (itself a new, attributed record)."""
     ex = s.get(Exclusion, exclusion_id)
     if ex is None or ex.reverses is not None:
-        raise OfficeError(f"exclusion {exclusion_id} does not exist")
+        raise NotFound(f"exclusion {exclusion_id} does not exist")
     if s.exec(select(Exclusion).where(Exclusion.reverses == exclusion_id)).first() is not None:
-        raise OfficeError(f"exclusion {exclusion_id} was already taken back")
+        raise Conflict(f"exclusion {exclusion_id} was already taken back")
     back = Exclusion(
         rating_id=ex.rating_id, reason=ex.reason, note=note, actor=actor, reverses=exclusion_id
     )
@@ -396,7 +408,7 @@ def valid() -> ColumnElement[bool]:
     back = aliased(Exclusion)
     taken_back = select(back.reverses).where(col(back.reverses).is_not(None)).scalar_subquery()
     active = exists().where(
-        Exclusion.rating_id == Rating.id,
+        col(Exclusion.rating_id) == col(Rating.id),
         col(Exclusion.reverses).is_(None),
         col(Exclusion.id).not_in(taken_back),
     )

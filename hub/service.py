@@ -7,17 +7,20 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import uvicorn
 from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
 
-from hub import registry
+from hub import protocol, registry
 from hub.api.app import create_app
 from hub.broker import Mosquitto
 from hub.config import Settings
 from hub.db import make_engine
 from hub.ingest import Ingestor, MqttIngest, Result
+from hub.models import Terminal
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +40,18 @@ class HubService:
                 port=settings.mqtt_port,
                 office=settings.office,
             )
-        self.ingestor = Ingestor(self.engine, settings.office)
+        self.ingestor = Ingestor(
+            self.engine,
+            settings.office,
+            case_window=timedelta(minutes=settings.case_window_minutes),
+        )
         self._on_result = on_result
         self.ingest = self.new_ingest()
-        self.app = create_app(self.engine, token=settings.api_token, stats=self.stats)
+        self.app = create_app(
+            self.engine, token=settings.api_token, office=settings.office, stats=self.stats
+        )
+        self.app.state.on_registry_change = self.ingestor.reload_terminals
+        self.app.state.prompt = self.prompt_desk
         self._server: uvicorn.Server | None = None
         self._api_thread: threading.Thread | None = None
 
@@ -56,6 +67,17 @@ class HubService:
             max_batch=st.max_batch,
             on_result=self._on_result,
         )
+
+    def prompt_desk(self, desk_id: str) -> None:
+        """A case was handed back at this desk: the terminal there invites a rating (LED)."""
+        with Session(self.engine) as s:
+            tids = s.exec(
+                select(Terminal.id).where(Terminal.desk == desk_id, Terminal.active)
+            ).all()
+        window = self.settings.case_window_minutes * 60
+        for tid in tids:
+            cmd = protocol.encode_command(f"p-{secrets.token_hex(4)}", "prompt", {"window": window})
+            self.ingest.client.publish(protocol.topic(self.settings.office, tid, "cmd"), cmd, qos=1)
 
     def stats(self) -> dict[str, Any]:
         return {

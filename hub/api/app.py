@@ -9,10 +9,13 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import not_
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, func, select
 
 from hub.models import Quarantine, Rating, RatingPublic, Terminal
+from hub.office import as_utc
+from hub.office import valid as office_valid
 
 _bearer = HTTPBearer(auto_error=False)
 
@@ -38,7 +41,11 @@ SessionDep = Annotated[Session, Depends(_session)]
 
 
 def create_app(
-    engine: Engine, *, token: str, stats: Callable[[], dict[str, Any]] | None = None
+    engine: Engine,
+    *,
+    token: str,
+    office: str = "office-1",
+    stats: Callable[[], dict[str, Any]] | None = None,
 ) -> FastAPI:
     if not token:
         raise ValueError("the API needs a token (SIPAS_HUB_API_TOKEN)")
@@ -50,7 +57,11 @@ def create_app(
     )
     app.state.engine = engine
     app.state.token = token
+    app.state.office = office
     auth = [Depends(_authorised)]
+    from hub.api.office import router as office_router  # it imports this module's dependencies
+
+    app.include_router(office_router)
 
     @app.get("/api/v1/health", dependencies=auth)
     def health(s: SessionDep) -> dict[str, Any]:
@@ -67,6 +78,12 @@ def create_app(
     def ratings(
         s: SessionDep,
         terminal: str | None = None,
+        desk: str | None = None,
+        official: str | None = None,
+        link_status: str | None = None,
+        valid: bool | None = Query(
+            None, description="true: only ratings that count; false: only excluded"
+        ),
         since: datetime | None = Query(None, description="press time from (UTC, ISO 8601)"),
         after_id: int = Query(0, ge=0, description="cursor: the last id of the previous page"),
         limit: int = Query(100, ge=1, le=1000),
@@ -74,8 +91,16 @@ def create_app(
         q = select(Rating).where(Rating.id > after_id)  # type: ignore[operator]
         if terminal:
             q = q.where(Rating.terminal_id == terminal)
+        if desk:
+            q = q.where(Rating.desk == desk)
+        if official:
+            q = q.where(Rating.official_id == official)
+        if link_status:
+            q = q.where(Rating.link_status == link_status)
+        if valid is not None:
+            q = q.where(office_valid() if valid else not_(office_valid()))
         if since:
-            q = q.where(Rating.press_time >= since)
+            q = q.where(Rating.press_time >= as_utc(since))
         rows = s.exec(q.order_by(Rating.id).limit(limit)).all()  # type: ignore[arg-type]
         return [
             RatingPublic(
