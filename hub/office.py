@@ -163,7 +163,7 @@ def assign_terminal(s: Session, *, terminal_id: str, desk_id: str | None, actor:
     if term is None:
         raise NotFound(f"terminal {terminal_id} is not registered")
     if desk_id is not None:
-        _desk(s, desk_id)
+        get_desk(s, desk_id)
     audit(
         s,
         actor=actor,
@@ -178,7 +178,7 @@ def assign_terminal(s: Session, *, terminal_id: str, desk_id: str | None, actor:
     return term
 
 
-def _desk(s: Session, desk_id: str) -> Desk:
+def get_desk(s: Session, desk_id: str) -> Desk:
     desk = s.get(Desk, desk_id)
     if desk is None:
         raise NotFound(f"desk {desk_id} does not exist: create it first")
@@ -243,7 +243,7 @@ def check_in(s: Session, *, office: str, req: DutyRequest, actor: str) -> DutyEv
     official is checked out of any other desk, at the same moment."""
     if req.official_id is None:
         raise OfficeError("official_id is required to check in")
-    _desk(s, req.desk_id)
+    get_desk(s, req.desk_id)
     off = _official(s, req.official_id)
     if not off.active:
         raise OfficeError(f"official {off.id} is deactivated")
@@ -260,7 +260,7 @@ def check_in(s: Session, *, office: str, req: DutyRequest, actor: str) -> DutyEv
 
 
 def check_out(s: Session, *, office: str, req: DutyRequest, actor: str) -> DutyEvent:
-    _desk(s, req.desk_id)
+    get_desk(s, req.desk_id)
     at = as_utc(req.at)
     current = on_duty(s, desk_id=req.desk_id, at=at)
     if current is None:
@@ -277,7 +277,7 @@ def record_case(s: Session, *, office: str, data: CaseCreate, actor: str) -> tup
     existing = s.exec(select(Case).where(Case.office == office, Case.code == data.code)).first()
     if existing is not None:
         return existing, False
-    _desk(s, data.desk_id)
+    get_desk(s, data.desk_id)
     at = as_utc(data.handed_back_at)
     official = data.official_id or on_duty(s, desk_id=data.desk_id, at=at)
     if official is not None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import secrets
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from hub.models import Terminal
+from hub.models import AuditLog, Terminal, utcnow
 
 
 def new_terminal_id() -> str:
@@ -60,3 +62,71 @@ def broker_accounts(engine: Engine, office: str) -> dict[str, str]:
     with Session(engine) as s:
         rows = s.exec(select(Terminal).where(Terminal.office == office, Terminal.active)).all()
     return {t.id: t.mqtt_password for t in rows}
+
+
+ONLINE_WITHIN = timedelta(minutes=3)  # three missed 60 s heartbeats: the terminal is offline
+
+
+def health(term: Terminal, now: datetime | None = None) -> dict[str, Any]:
+    """What a technician wants to see about a terminal, from its last retained status."""
+    now = now or utcnow()
+    st: dict[str, Any] = {}
+    if term.last_status:
+        try:
+            st = json.loads(term.last_status)
+        except ValueError:
+            st = {}
+    seen = term.last_seen
+    if seen is not None and seen.tzinfo is None:
+        seen = seen.replace(tzinfo=UTC)
+    online = bool(st.get("state") == "online" and seen is not None and now - seen < ONLINE_WITHIN)
+    return {
+        "id": term.id,
+        "desk": term.desk,
+        "active": term.active,
+        "epoch": term.epoch,
+        "online": online,
+        "last_seen": seen,
+        "fw": st.get("fw"),
+        "last_seq": st.get("last_seq"),
+        "outbox": st.get("outbox"),
+        "rssi": st.get("rssi"),
+        "vsupply": st.get("vsupply"),
+        "power": st.get("power"),
+        "mem_free": st.get("mem_free"),
+        "uptime": st.get("uptime"),
+        "boots": st.get("boots"),
+        "clock": st.get("clock"),
+    }
+
+
+def replace_terminal(
+    engine: Engine, *, office: str, old_id: str, new_id: str | None, actor: str
+) -> tuple[Terminal, dict[str, Any]]:
+    """Put a new terminal on the old one's desk and retire the old one (its credentials stop working
+    at the next broker reload). The desk's history stays: ratings carry their desk."""
+    with Session(engine) as s:
+        old = s.get(Terminal, old_id)
+        if old is None or old.office != office:
+            raise ValueError(f"terminal {old_id} is not registered here")
+        if not old.active:
+            raise ValueError(f"terminal {old_id} is already retired")
+        desk = old.desk
+    term, device = add_terminal(engine, office=office, terminal_id=new_id, desk=desk)
+    with Session(engine) as s:
+        old = s.get(Terminal, old_id)
+        assert old is not None
+        old.active = False
+        old.desk = None
+        s.add(old)
+        s.add(
+            AuditLog(
+                actor=actor,
+                action="replace",
+                entity="terminal",
+                entity_id=old_id,
+                detail=json.dumps({"by": term.id, "desk": desk}),
+            )
+        )
+        s.commit()
+    return term, device

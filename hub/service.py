@@ -50,7 +50,11 @@ class HubService:
         self.app = create_app(
             self.engine, token=settings.api_token, office=settings.office, stats=self.stats
         )
-        self.app.state.on_registry_change = self.ingestor.reload_terminals
+        self.app.state.on_registry_change = self.sync_broker_accounts
+        self.app.state.device_extra = {
+            "broker_host": settings.mqtt_host,
+            "broker_port": settings.mqtt_port,
+        }
         self.app.state.prompt = self.prompt_desk
         self._server: uvicorn.Server | None = None
         self._api_thread: threading.Thread | None = None

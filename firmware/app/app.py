@@ -42,6 +42,7 @@ class App:
         self._wait_ms = 0
         self._backoff_ms = 500
         self._last_beat_ms = None
+        self._beat_due = False
         self.prompt_until = None
         self.events = []  # (kind, detail) for the host simulator's display; bounded below
 
@@ -187,17 +188,19 @@ class App:
             self.inflight[seq] = now
             self.last_sent = max(self.last_sent, seq)
 
-    def _heartbeat(self, force=False):
+    def _heartbeat(self):
+        # Every heartbeat_s, and soon after the outbox drains (so the hub and the district see the
+        # final last_seq and an empty outbox), but never more often than heartbeat_min_s.
         b = self.board
         now = b.ticks_ms()
-        period = self.cfg["heartbeat_s"] * 1000
-        if (
-            not force
-            and self._last_beat_ms is not None
-            and b.ticks_diff(now, self._last_beat_ms) < period
-        ):
-            return
+        if self._last_beat_ms is not None:
+            since = b.ticks_diff(now, self._last_beat_ms)
+            if since < self.cfg["heartbeat_min_s"] * 1000:
+                return
+            if since < self.cfg["heartbeat_s"] * 1000 and not self._beat_due:
+                return
         self._last_beat_ms = now
+        self._beat_due = False
         t = b.time()
         last = self.outbox.last_seq
         msg = codec.status_message(self.tid, self.cfg["epoch"], last, t or 0)
@@ -228,6 +231,8 @@ class App:
         if topic == self.t_ack:
             seqs = msg.get("seqs") or []
             n = self.outbox.ack(msg.get("epoch"), seqs)
+            if n and not self.outbox.depth():
+                self._beat_due = True
             for s in seqs:
                 self.inflight.pop(s, None)
             self._event("ack", n)

@@ -9,6 +9,7 @@ DEFAULTS = {
     "max_inflight": 8,
     "ack_timeout_s": 30,
     "heartbeat_s": 60,
+    "heartbeat_min_s": 5,
     "keepalive_s": 30,
     "outbox_capacity": 10000,
     "outbox_dir": "/outbox",
@@ -68,6 +69,7 @@ def validate(raw):
         ("max_inflight", 1, 64),
         ("ack_timeout_s", 1, 3600),
         ("heartbeat_s", 5, 86400),
+        ("heartbeat_min_s", 0, 3600),
         ("keepalive_s", 5, 3600),
         ("outbox_capacity", 1, 100000),
     )

@@ -11,8 +11,9 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import not_
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, func, select
+from sqlmodel import Session, col, func, select
 
+from hub import registry
 from hub.models import Quarantine, Rating, RatingPublic, Terminal
 from hub.office import as_utc
 from hub.office import valid as office_valid
@@ -113,12 +114,8 @@ def create_app(
 
     @app.get("/api/v1/terminals", dependencies=auth)
     def terminals(s: SessionDep) -> list[dict[str, Any]]:
-        rows = s.exec(select(Terminal).order_by(Terminal.id)).all()
-        return [
-            t.model_dump(
-                include={"id", "office", "desk", "epoch", "active", "last_seen", "last_status"}
-            )
-            for t in rows
-        ]
+        """Every terminal with its health from the last heartbeat (online = heard in 3 minutes)."""
+        rows = s.exec(select(Terminal).order_by(col(Terminal.id))).all()
+        return [registry.health(t) for t in rows]
 
     return app

@@ -10,9 +10,10 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
+from pydantic import BaseModel, Field
 from sqlmodel import Session, col, select
 
-from hub import integrity
+from hub import integrity, registry
 from hub import office as ofc
 from hub.api.app import SessionDep, _authorised
 from hub.models import AuditLog, Case, Desk, DutyEvent, Exclusion, Official, utcnow
@@ -103,6 +104,67 @@ def place_terminal(
         s.commit()
     _changed(request)
     return {"id": term.id, "desk": term.desk}
+
+
+class TerminalCreate(BaseModel):
+    terminal_id: str | None = Field(
+        None, pattern=r"^t-[0-9a-f]{12}$", description="from the chip's id"
+    )
+    desk_id: str | None = None
+
+
+class TerminalReplace(BaseModel):
+    new_terminal_id: str | None = Field(None, pattern=r"^t-[0-9a-f]{12}$")
+
+
+def _device(request: Request, device: dict[str, Any]) -> dict[str, Any]:
+    device.update(getattr(request.app.state, "device_extra", {}))
+    return device
+
+
+@router.post("/terminals", status_code=201, tags=["terminals"])
+def register_terminal(
+    data: TerminalCreate, s: SessionDep, request: Request, actor: Actor
+) -> dict[str, Any]:
+    """Register a terminal; the answer is its device configuration, with its secrets (keep it safe).
+    Its MQTT account works as soon as this returns."""
+    with _errors():
+        if data.desk_id is not None:
+            ofc.get_desk(s, data.desk_id)
+    try:
+        term, device = registry.add_terminal(
+            request.app.state.engine,
+            office=_office(request),
+            terminal_id=data.terminal_id,
+            desk=data.desk_id,
+        )
+    except ValueError as e:
+        raise HTTPException(409, str(e)) from e
+    ofc.audit(
+        s, actor=actor, action="register", entity="terminal", entity_id=term.id, desk=term.desk
+    )
+    s.commit()
+    _changed(request)
+    return _device(request, device)
+
+
+@router.post("/terminals/{terminal_id}/replace", status_code=201, tags=["terminals"])
+def replace_terminal(
+    terminal_id: str, data: TerminalReplace, request: Request, actor: Actor
+) -> dict[str, Any]:
+    """A new terminal takes the old one's desk; the old one's account stops working."""
+    try:
+        _, device = registry.replace_terminal(
+            request.app.state.engine,
+            office=_office(request),
+            old_id=terminal_id,
+            new_id=data.new_terminal_id,
+            actor=actor,
+        )
+    except ValueError as e:
+        raise HTTPException(404 if "not registered" in str(e) else 409, str(e)) from e
+    _changed(request)
+    return _device(request, device)
 
 
 # -- duty ------------------------------------------------------------------------------------------
