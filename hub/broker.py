@@ -4,7 +4,9 @@ The hub owns the broker's configuration: one password per terminal (user name = 
 account for the hub, and an ACL that confines each terminal to its own topics of this office (see
 docs/protocol.md). Accounts change at run time (a terminal is provisioned or revoked): the files are
 rewritten atomically and Mosquitto re-reads them on SIGHUP. Mosquitto 2.0 then disconnects a client
-whose account has gone, so a revocation takes effect at once.
+whose account has gone, so a revocation takes effect at once. The process to signal is found by
+its pid file (checked against /proc), so that another process than the one that started Mosquitto
+(a technician's ``sipas-hub broker`` command while the hub runs) can reload it too.
 
 Passwords never appear on a command line: the password file is written in plain text with mode 0600
 and hashed in place by ``mosquitto_passwd -U`` before it replaces the live file.
@@ -12,8 +14,12 @@ and hashed in place by ``mosquitto_passwd -U`` before it replaces the live file.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import errno
+import fcntl
+import hashlib
+import hmac
 import os
 import pwd
 import re
@@ -23,7 +29,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -31,6 +37,7 @@ from types import TracebackType
 __all__ = [
     "BrokerAccounts",
     "BrokerError",
+    "BrokerNotRunning",
     "BrokerPortInUse",
     "Mosquitto",
     "TlsFiles",
@@ -56,6 +63,10 @@ class BrokerError(RuntimeError):
 
 class BrokerPortInUse(BrokerError):
     """The listener's port is already taken by another process."""
+
+
+class BrokerNotRunning(BrokerError):
+    """No Mosquitto runs on this folder's configuration."""
 
 
 @dataclass(frozen=True)
@@ -173,6 +184,23 @@ def _logged_since(path: Path, offset: int, mark: bytes) -> bool:
         return False
 
 
+def _verify_mosquitto_hash(stored: str, password: str) -> bool | None:
+    """Check ``password`` against one hash of a Mosquitto password file (None: unknown format)."""
+    parts = stored.split("$")
+    try:
+        if len(parts) == 5 and parts[1] == "7":  # $7$iterations$salt$hash
+            salt, digest = base64.b64decode(parts[3]), base64.b64decode(parts[4])
+            mine = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, int(parts[2]))
+        elif len(parts) == 4 and parts[1] == "6":  # $6$salt$hash
+            salt, digest = base64.b64decode(parts[2]), base64.b64decode(parts[3])
+            mine = hashlib.sha512(password.encode() + salt).digest()
+        else:
+            return None
+    except ValueError:
+        return None
+    return hmac.compare_digest(mine, digest)
+
+
 class Mosquitto:
     """One Mosquitto process with its configuration, accounts, log and database in ``workdir``."""
 
@@ -258,6 +286,102 @@ class Mosquitto:
         self.write_config(hub_user, hub_password, terminals)
         if self.running:
             self.reload()
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the folder's lock: one process at a time reads the registry, writes the files and
+        reloads, so that two writers (the hub and a technician's command) cannot interleave."""
+        self.workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.workdir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def differing_files(self, hub_user: str) -> list[Path]:
+        """The configuration and ACL files whose content differs from what ``write_config`` would
+        write now (missing files count): the sign of settings other than the broker's own."""
+        expected = {
+            self.config_path: self._config_text(),
+            self.acl_path: self._acl_text(BrokerAccounts(hub_user, "unused")),
+        }
+        differ = []
+        for path, text in expected.items():
+            try:
+                if path.read_text(encoding="utf-8") != text:
+                    differ.append(path)
+            except OSError:
+                differ.append(path)
+        return differ
+
+    def passwd_users(self) -> list[str]:
+        """The user names in the password file as it is on disk (empty if there is none)."""
+        try:
+            lines = self.passwd_path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return []
+        return [line.split(":", 1)[0] for line in lines if ":" in line]
+
+    def password_matches(self, user: str, password: str) -> bool | None:
+        """Whether the password file on disk holds ``password`` for ``user``.
+
+        None when it cannot tell: no such user, or a hash format other than mosquitto_passwd's
+        (``$7$``: PBKDF2-SHA512; ``$6$``: one round of SHA-512).
+        """
+        try:
+            lines = self.passwd_path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return None
+        for line in lines:
+            name, _, stored = line.partition(":")
+            if name == user:
+                return _verify_mosquitto_hash(stored, password)
+        return None
+
+    def trial_copy(self, workdir: Path, port: int) -> Mosquitto:
+        """A broker in ``workdir``, listening on loopback ``port``, that uses this broker's
+        configuration, password and ACL files as they are on disk: start it to check them without
+        touching the live broker. Its own pid file, log and (empty) database are in ``workdir``."""
+        trial = Mosquitto(
+            workdir,
+            host="127.0.0.1",
+            port=port,
+            office=self.office,
+            executable=self.executable,
+            passwd_executable=self.passwd_executable,
+        )
+        try:
+            text = self.config_path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise BrokerError(f"no configuration in {self.workdir}") from None
+        trial.workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        trial.data_dir.mkdir(exist_ok=True, mode=0o700)
+        for src, dst in ((self.passwd_path, trial.passwd_path), (self.acl_path, trial.acl_path)):
+            if src.exists():
+                _write_private(dst, src.read_text(encoding="utf-8"))
+        paths = {
+            "pid_file": str(trial.pid_path),
+            "password_file": str(trial.passwd_path),
+            "acl_file": str(trial.acl_path),
+            "persistence_location": f"{trial.data_dir}/",
+        }
+        lines = []
+        first_listener = True
+        for line in text.splitlines():
+            words = line.split()
+            key = words[0] if words and not words[0].startswith("#") else ""
+            if key == "listener":
+                line = f"listener {port if first_listener else find_free_port()} 127.0.0.1"
+                first_listener = False
+            elif key in paths:
+                line = f"{key} {paths[key]}"
+            elif key == "log_dest" and words[1:2] == ["file"]:
+                continue  # replaced by the trial's own log below
+            lines.append(line)
+        lines.append(f"log_dest file {trial.log_path}")
+        _write_private(trial.config_path, "\n".join(lines) + "\n")
+        return trial
 
     def _write_passwd(self, accounts: BrokerAccounts) -> None:
         passwd = shutil.which(self.passwd_executable)
@@ -420,40 +544,83 @@ log_timestamp_format %Y-%m-%dT%H:%M:%S
             "stop it or set SIPAS_HUB_MQTT_PORT"
         )
 
-    def _stop_leftover(self, timeout: float) -> None:
-        """Stop a Mosquitto left running on this folder by a hub that died without stopping it."""
+    def find_pid(self) -> int | None:
+        """The pid of a live Mosquitto running on this folder's configuration, None if there is none.
+
+        It may have been started by another process (the hub, while this is a technician's
+        command): the pid file says which process it is, and /proc confirms that it still is a
+        Mosquitto started with our configuration file, not a process that inherited a stale pid.
+        """
+        if self.running and self._proc is not None:
+            return self._proc.pid
         try:
             pid = int(self.pid_path.read_text().strip())
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except (OSError, ValueError):
+            return None
+        return pid if self._is_ours(pid) else None
+
+    def _is_ours(self, pid: int) -> bool:
+        try:
+            # Empty for a zombie (a dead child its parent has not reaped yet): not running.
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return False
+        if not argv or not os.path.basename(argv[0]).startswith(b"mosquitto"):
+            return False
+        config = str(self.config_path).encode()
+        return any(a == b"-c" and b == config for a, b in zip(argv, argv[1:], strict=False))
+
+    def _stop_leftover(self, timeout: float) -> None:
+        """Stop a Mosquitto left running on this folder by a hub that died without stopping it."""
+        pid = self.find_pid()
+        if pid is None:
             return
-        if str(self.config_path).encode() not in cmdline or b"-c" not in cmdline:
-            return  # a stale pid file, the number now belongs to another process
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)  # SIGTERM: it saves its database before exiting
         deadline = time.monotonic() + timeout
-        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        while self._is_ours(pid) and time.monotonic() < deadline:
             time.sleep(0.02)
 
     def reload(self, timeout: float = 5.0) -> None:
         """Make Mosquitto re-read the password and ACL files (SIGHUP); wait until it has.
 
-        Clients whose account has gone are disconnected; the others stay connected.
+        Clients whose account has gone are disconnected; the others stay connected. The broker may
+        be this object's process or one started by another process on the same folder (found by
+        its pid file): a technician's command reloads the broker the running hub owns.
         """
-        proc = self._proc
-        if proc is None or proc.poll() is not None:
-            raise BrokerError("Mosquitto is not running")
+        pid = self.find_pid()
+        if pid is None:
+            raise BrokerNotRunning(
+                f"Mosquitto is not running on {self.config_path} (no live process in {self.pid_path})"
+            )
         start = _size(self.log_path)
-        proc.send_signal(signal.SIGHUP)
+        try:
+            os.kill(pid, signal.SIGHUP)
+        except ProcessLookupError:
+            raise BrokerNotRunning(f"Mosquitto (pid {pid}) exited before the reload") from None
         # Mosquitto logs this line, then reloads within the same turn of its event loop, before
         # it reads any further packet: a client connecting after it sees the new accounts.
         deadline = time.monotonic() + timeout
         while not _logged_since(self.log_path, start, _RELOAD_MARK):
-            if proc.poll() is not None:
+            if not self._alive(pid):
                 raise BrokerError(f"Mosquitto exited while reloading:\n{self.log_tail()}")
             if time.monotonic() > deadline:
                 raise BrokerError(f"Mosquitto did not confirm the reload within {timeout:g} s")
             time.sleep(0.01)
+
+    def _alive(self, pid: int) -> bool:
+        proc = self._proc
+        if proc is not None and proc.pid == pid:
+            return proc.poll() is None
+        return self._is_ours(pid)
+
+    def accepting(self, timeout: float = 1.0) -> bool:
+        """Whether something accepts TCP connections on the listener's address."""
+        try:
+            with socket.create_connection((_probe_host(self.host), self.port), timeout=timeout):
+                return True
+        except OSError:
+            return False
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop Mosquitto with SIGTERM (it saves its database), SIGKILL if it does not exit."""

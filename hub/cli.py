@@ -13,11 +13,15 @@ import typer
 from rich.console import Console
 
 from hub.broker import BrokerError
+from hub.commands import office as office_commands
+from hub.commands.broker import app as broker_app
 from hub.config import Settings
 
 app = typer.Typer(help="SIPAS office hub.", no_args_is_help=True)
 terminals_app = typer.Typer(help="Register and list terminals.", no_args_is_help=True)
 app.add_typer(terminals_app, name="terminals")
+app.add_typer(broker_app, name="broker")
+office_commands.register(app)
 err = Console(stderr=True)
 
 
@@ -82,15 +86,34 @@ def terminals_add(
     desk: str | None = typer.Option(None, help="the desk this terminal sits on"),
     out: Path = typer.Option(..., help="write the device configuration (contains secrets) here"),
 ) -> None:
-    """Register a terminal and write its device configuration (mode 0600)."""
-    from hub.service import HubService
+    """Register a terminal and write its device configuration (mode 0600); a running hub's
+    Mosquitto accepts it at once."""
+    from hub import registry
+    from hub.commands.broker import apply_accounts, load_settings
+    from hub.db import make_engine
 
-    hub = HubService(Settings())
-    device = hub.add_terminal(desk=desk)
-    out.touch(mode=0o600)
-    out.write_text(json.dumps(device, indent=2))
-    hub.engine.dispose()
-    sys.stdout.write(device["terminal_id"] + "\n")
+    settings = load_settings()
+    engine = make_engine(settings.db_url)
+    try:
+        _, device = registry.add_terminal(engine, office=settings.office, desk=desk)
+        device.update(
+            broker_host=settings.advertised_host or settings.mqtt_host,
+            broker_port=settings.mqtt_port,
+        )
+        out.touch(mode=0o600)
+        out.write_text(json.dumps(device, indent=2))
+        sys.stdout.write(device["terminal_id"] + "\n")
+        if settings.manage_broker:
+            try:
+                apply_accounts(settings, engine=engine)
+            except BrokerError as e:
+                err.print(
+                    f"[red]registered, but the broker was not updated:[/] {e}; "
+                    "run `sipas-hub broker config`"
+                )
+                raise typer.Exit(3) from e
+    finally:
+        engine.dispose()
     err.print(f"registered {device['terminal_id']}; configuration in {out} (keep it secret)")
 
 

@@ -10,7 +10,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import SQLModel, create_engine
 
-from hub import models  # noqa: F401  (registers the tables)
+from hub import alerts, models  # noqa: F401  (registers the tables)
 
 
 def make_engine(url: str) -> Engine:

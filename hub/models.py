@@ -134,7 +134,9 @@ class Rating(RatingBase, table=True):
     __table_args__ = (UniqueConstraint("terminal_id", "epoch", "seq", name="uq_rating_key"),)
     id: int | None = Field(default=None, primary_key=True)
     raw: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
-    chain: str = Field(default="", description="sha256 hash chain over this terminal's stored ratings")
+    chain: str = Field(
+        default="", description="sha256 hash chain over this terminal's stored ratings"
+    )
 
 
 class RatingPublic(RatingBase):

@@ -15,6 +15,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from hub import protocol, registry
+from hub.alerts import AlertEngine
 from hub.api.app import create_app
 from hub.broker import Mosquitto
 from hub.config import Settings
@@ -46,10 +47,19 @@ class HubService:
             case_window=timedelta(minutes=settings.case_window_minutes),
         )
         self._on_result = on_result
+        self.alerts = AlertEngine(
+            self.engine,
+            settings.office,
+            rules=settings.alert_rules,
+            publish=self._publish_alert,
+            webhook_url=settings.alert_webhook_url or None,
+        )
+        self._stopping = threading.Event()
         self.ingest = self.new_ingest()
         self.app = create_app(
             self.engine, token=settings.api_token, office=settings.office, stats=self.stats
         )
+        self.app.state.alerts = self.alerts
         self.app.state.on_registry_change = self.sync_broker_accounts
         self.app.state.device_extra = {
             "broker_host": settings.mqtt_host,
@@ -83,10 +93,31 @@ class HubService:
             cmd = protocol.encode_command(f"p-{secrets.token_hex(4)}", "prompt", {"window": window})
             self.ingest.client.publish(protocol.topic(self.settings.office, tid, "cmd"), cmd, qos=1)
 
+    def _publish_alert(self, topic: str, payload: bytes) -> None:
+        self.ingest.client.publish(topic, payload, qos=1)  # looked up per call: it can be replaced
+
+    def _after_commit(self, res: Result) -> None:
+        """Ingest thread, after the commit and the acks: alerts never delay an ack."""
+        self.alerts.on_ratings(res.stored)
+        for tid, status in res.statuses:
+            self.alerts.on_status(tid, status)
+        for topic, reason in res.quarantined:
+            self.alerts.on_quarantine(topic, reason)
+        if self._on_result:
+            self._on_result(res)
+
+    def _alert_timer(self) -> None:
+        while not self._stopping.wait(5):
+            if (
+                self.ingest.connected.is_set()
+            ):  # cut off from the broker, every terminal looks silent
+                self.alerts.tick()
+
     def stats(self) -> dict[str, Any]:
         return {
             "ingest": dict(self.ingestor.totals),
             "broker_connected": self.ingest.connected.is_set(),
+            "alerts": self.alerts.stats(),
         }
 
     def sync_broker_accounts(self) -> None:
@@ -94,15 +125,18 @@ class HubService:
         self.ingestor.reload_terminals()
         if self.broker is None:
             return
-        terminals = registry.broker_accounts(self.engine, self.settings.office)
-        self.broker.write_config(self.settings.mqtt_user, self.settings.mqtt_password, terminals)
-        if self.broker.running:
-            self.broker.reload()
+        with self.broker.lock():  # a technician's `sipas-hub broker ...` may be writing too
+            terminals = registry.broker_accounts(self.engine, self.settings.office)
+            self.broker.write_config(
+                self.settings.mqtt_user, self.settings.mqtt_password, terminals
+            )
+            if self.broker.running:
+                self.broker.reload()
 
     def add_terminal(self, **kw: Any) -> dict[str, Any]:
         _, device = registry.add_terminal(self.engine, office=self.settings.office, **kw)
         self.sync_broker_accounts()
-        device.update(broker_host=self.settings.mqtt_host, broker_port=self.settings.mqtt_port)
+        device.update(self.app.state.device_extra)
         return device
 
     def start(self, *, api: bool = True, wait: float = 10) -> None:
@@ -110,12 +144,14 @@ class HubService:
             self.sync_broker_accounts()
             self.broker.start()
         self.ingest.start()
+        threading.Thread(target=self._alert_timer, name="hub-alert-timer", daemon=True).start()
         if api:
             cfg = uvicorn.Config(
                 self.app,
                 host=self.settings.api_host,
                 port=self.settings.api_port,
                 log_level="warning",
+                timeout_graceful_shutdown=2,
                 access_log=False,
             )
             self._server = uvicorn.Server(cfg)
@@ -143,6 +179,8 @@ class HubService:
         return f"http://{self.settings.api_host}:{self.settings.api_port}/api/v1"
 
     def stop(self) -> None:
+        self._stopping.set()
+        self.alerts.close()  # ends open event streams so the API stops at once
         if self._server is not None:
             self._server.should_exit = True
             if self._api_thread:

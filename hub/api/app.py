@@ -60,9 +60,11 @@ def create_app(
     app.state.token = token
     app.state.office = office
     auth = [Depends(_authorised)]
-    from hub.api.office import router as office_router  # it imports this module's dependencies
+    from hub.api.alerts import alerts_router  # these import this module's dependencies
+    from hub.api.office import router as office_router
 
     app.include_router(office_router)
+    app.include_router(alerts_router())
 
     @app.get("/api/v1/health", dependencies=auth)
     def health(s: SessionDep) -> dict[str, Any]:

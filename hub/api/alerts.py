@@ -1,0 +1,162 @@
+"""``/api/v1/alerts``: list, read, acknowledge, resolve and comment alerts, and a live stream of
+them (Server-Sent Events). The alert engine is ``app.state.alerts`` (:class:`hub.alerts.AlertEngine`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+
+from hub.alerts import AlertEngine, AlertNotFound, AlertOut, AlertStateError, RuleCode
+
+
+class AlertAction(BaseModel):
+    actor: str = Field(min_length=1, max_length=64, examples=["truong.bo.phan"])
+    comment: str | None = Field(None, max_length=2000)
+
+
+class AlertComment(BaseModel):
+    actor: str = Field(min_length=1, max_length=64, examples=["truong.bo.phan"])
+    comment: str = Field(min_length=1, max_length=2000, examples=["Đã gặp công dân để xin lỗi"])
+
+
+def _alerts(request: Request) -> AlertEngine:
+    engine: AlertEngine | None = getattr(request.app.state, "alerts", None)
+    if engine is None:
+        raise HTTPException(503, "alerts are not running on this hub")
+    return engine
+
+
+AlertsDep = Annotated[AlertEngine, Depends(_alerts)]
+
+
+def _act(fn: Callable[[], AlertOut]) -> AlertOut:
+    try:
+        return fn()
+    except AlertNotFound as e:
+        raise HTTPException(404, str(e)) from None
+    except AlertStateError as e:
+        raise HTTPException(409, str(e)) from None
+
+
+def sse(payload: dict[str, Any]) -> str:
+    """One Server-Sent Event; its id is the alert event's id, so a client resumes with
+    Last-Event-ID after a reconnect."""
+    data = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+    return f"id: {payload['event_id']}\nevent: alert\ndata: {data}\n\n"
+
+
+def alerts_router(*, ping_seconds: float = 15.0) -> APIRouter:
+    # imported here: hub.api.app includes this router, so a module-level import would be circular
+    from hub.api.app import _authorised
+
+    router = APIRouter(
+        prefix="/api/v1/alerts", tags=["alerts"], dependencies=[Depends(_authorised)]
+    )
+
+    # before "/{alert_id}", which would otherwise take "stream" for an id
+    @router.get(
+        "/stream",
+        response_class=StreamingResponse,
+        responses={200: {"content": {"text/event-stream": {}}}},
+    )
+    async def stream(
+        request: Request,
+        alerts: AlertsDep,
+        last_event_id: Annotated[str | None, Header(description="resume after this event")] = None,
+    ) -> StreamingResponse:
+        """Every new alert and every change, as ``event: alert`` with the JSON payload that MQTT and
+        the webhook also get; a comment line every 15 s keeps proxies from closing the stream.
+        Browsers: EventSource cannot send the bearer token, read it with fetch() instead."""
+        loop = asyncio.get_running_loop()
+        wake = asyncio.Event()
+        q = alerts.subscribe(notify=lambda: loop.call_soon_threadsafe(wake.set))
+        try:
+            after = int(last_event_id) if last_event_id else None
+        except ValueError:
+            after = None
+        return StreamingResponse(
+            # app.state.alert_ping_seconds lets a test hear pings without waiting 15 s
+            _events(
+                alerts,
+                q,
+                wake,
+                after,
+                float(getattr(request.app.state, "alert_ping_seconds", ping_seconds)),
+            ),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    @router.get("", response_model=list[AlertOut])
+    def list_alerts(
+        alerts: AlertsDep,
+        state: Literal["open", "acknowledged", "resolved", "unresolved"] | None = None,
+        rule: RuleCode | None = None,
+        desk: str | None = None,
+        before_id: int | None = Query(None, ge=1, description="cursor: the last id of a page"),
+        limit: int = Query(100, ge=1, le=1000),
+    ) -> list[AlertOut]:
+        """Newest first."""
+        return alerts.list(state, limit, rule=rule, desk=desk, before_id=before_id)
+
+    @router.get("/{alert_id}", response_model=AlertOut)
+    def get_alert(alerts: AlertsDep, alert_id: int) -> AlertOut:
+        """One alert with its history."""
+        return _act(lambda: alerts.get(alert_id))
+
+    @router.post("/{alert_id}/acknowledge", response_model=AlertOut)
+    def acknowledge(alerts: AlertsDep, alert_id: int, body: AlertAction) -> AlertOut:
+        return _act(lambda: alerts.acknowledge(alert_id, body.actor, body.comment))
+
+    @router.post("/{alert_id}/resolve", response_model=AlertOut)
+    def resolve(alerts: AlertsDep, alert_id: int, body: AlertAction) -> AlertOut:
+        return _act(lambda: alerts.resolve(alert_id, body.actor, body.comment))
+
+    @router.post("/{alert_id}/comment", response_model=AlertOut)
+    def comment(alerts: AlertsDep, alert_id: int, body: AlertComment) -> AlertOut:
+        return _act(lambda: alerts.comment(alert_id, body.actor, body.comment))
+
+    return router
+
+
+async def _events(
+    alerts: AlertEngine,
+    q: queue.Queue[dict[str, Any] | None],
+    wake: asyncio.Event,
+    after: int | None,
+    ping_seconds: float,
+) -> AsyncIterator[str]:
+    try:
+        yield "retry: 3000\n\n"
+        last = after or 0
+        if after is not None:  # replay what the client missed; live ones already queue up behind
+            for missed in await asyncio.to_thread(alerts.events_since, after):
+                last = missed["event_id"]
+                yield sse(missed)
+        while True:
+            try:
+                p = q.get_nowait()
+            except queue.Empty:
+                wake.clear()  # a put after this line schedules wake.set() on this loop
+                if q.empty():
+                    try:
+                        await asyncio.wait_for(wake.wait(), ping_seconds)
+                    except TimeoutError:
+                        yield ": ping\n\n"
+                continue
+            if p is None:  # the hub is shutting down
+                return
+            if p["event_id"] <= last:
+                continue
+            last = p["event_id"]
+            yield sse(p)
+    finally:
+        alerts.unsubscribe(q)

@@ -1,0 +1,1 @@
+"""Command groups of ``sipas-hub``, one module per group (registered in hub/cli.py)."""
