@@ -79,7 +79,7 @@ class HubService:
             user=st.mqtt_user,
             password=st.mqtt_password,
             max_batch=st.max_batch,
-            on_result=self._on_result,
+            on_result=self._after_commit,
         )
 
     def prompt_desk(self, desk_id: str) -> None:
