@@ -17,8 +17,7 @@ from rich.table import Table
 
 from hub.broker import find_free_port
 from hub.config import Settings
-from hub.ingest import Result
-from hub.models import Rating
+from hub.ingest import NewRating, Result
 from hub.service import HubService
 
 OFFICE_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
@@ -44,7 +43,7 @@ def run_demo(
         api_port=find_free_port(),
         api_token=secrets.token_urlsafe(16),
     )
-    recent: deque[Rating] = deque(maxlen=12)
+    recent: deque[NewRating] = deque(maxlen=12)
     counts = {"stored": 0, "duplicates": 0, "quarantined": 0}
 
     def on_result(res: Result) -> None:

@@ -21,7 +21,6 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -40,9 +39,58 @@ class Result:
     acks: list[Publish] = field(default_factory=list)
     commands: list[Publish] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
-    stored: list[Rating] = field(default_factory=list)
+    stored: list[NewRating] = field(default_factory=list)
     statuses: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     quarantined: list[tuple[str, str]] = field(default_factory=list)
+
+
+# Statements run for every rating, in plain SQLite SQL: building them through the ORM cost several
+# times the work itself (bench/ingest_throughput.py). Column names are the Rating table's.
+_COLUMNS = (
+    "terminal_id", "epoch", "seq", "office", "desk", "level", "scale", "reason", "flags",
+    "press_time", "clock_unknown", "repeat", "test", "prompted", "received_at", "official_id",
+    "case_id", "link_status", "raw", "chain",
+)  # fmt: skip
+_INSERT = (
+    f"INSERT OR IGNORE INTO rating ({', '.join(_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(_COLUMNS))})"
+)
+_EXISTS = "SELECT 1 FROM rating WHERE terminal_id = ? AND epoch = ? AND seq = ?"
+_EXCLUDE = "INSERT INTO exclusion (rating_id, reason, actor, created_at) VALUES (?, ?, ?, ?)"
+
+
+@dataclass(slots=True)
+class NewRating:
+    """A rating as ingest stored it (the row of the ``rating`` table, without the ORM)."""
+
+    terminal_id: str
+    epoch: int
+    seq: int
+    office: str
+    desk: str | None
+    level: int
+    scale: int
+    reason: int
+    flags: int
+    press_time: datetime
+    clock_unknown: bool
+    repeat: bool
+    test: bool
+    prompted: bool
+    received_at: datetime
+    official_id: str | None
+    case_id: int | None
+    link_status: str
+    raw: bytes
+    chain: str = ""
+    id: int | None = None
+
+    def params(self) -> tuple[object, ...]:
+        db_time = office.db_time
+        return tuple(
+            db_time(v) if isinstance(v, datetime) else v
+            for v in (getattr(self, c) for c in _COLUMNS)
+        )
 
 
 @dataclass(frozen=True)
@@ -164,8 +212,8 @@ class Ingestor:
                 )
             )
             return
-        key = (tid, r.epoch, r.seq)
-        if self._stored(s, *key):
+        conn = s.connection()
+        if conn.exec_driver_sql(_EXISTS, (tid, r.epoch, r.seq)).first() is not None:
             res.counts["duplicates"] += 1  # already stored: acknowledged again, not stored twice
             acked[(tid, r.epoch)].append(r.seq)
             return
@@ -182,34 +230,14 @@ class Ingestor:
                 case_id, link = office.link_case(
                     s, desk_id=known.desk, press_time=at, window=self.case_window
                 )
-        row = Rating(
-            terminal_id=tid,
-            epoch=r.epoch,
-            seq=r.seq,
-            office=self.office,
-            desk=known.desk,
-            level=r.level,
-            scale=r.scale,
-            reason=r.reason,
-            flags=r.flags,
-            press_time=press,
-            clock_unknown=r.clock_unknown,
-            repeat=r.repeat,
-            test=r.test,
-            prompted=r.prompted,
-            received_at=now,
-            official_id=official,
-            case_id=case_id,
-            link_status=link,
-            raw=payload,
-        )
+        row = NewRating(
+            terminal_id=tid, epoch=r.epoch, seq=r.seq, office=self.office, desk=known.desk,
+            level=r.level, scale=r.scale, reason=r.reason, flags=r.flags, press_time=press,
+            clock_unknown=r.clock_unknown, repeat=r.repeat, test=r.test, prompted=r.prompted,
+            received_at=now, official_id=official, case_id=case_id, link_status=link, raw=payload,
+        )  # fmt: skip
         row.chain = integrity.chain_link(self._head(s, tid), row)
-        stmt = (
-            sqlite_insert(Rating)
-            .values(**row.model_dump(exclude={"id"}))
-            .on_conflict_do_nothing(index_elements=["terminal_id", "epoch", "seq"])
-        )
-        result = s.connection().execute(stmt)
+        result = conn.exec_driver_sql(_INSERT, row.params())
         if not result.rowcount:  # cannot happen with one writer; never count it twice
             res.counts["duplicates"] += 1
             acked[(tid, r.epoch)].append(r.seq)
@@ -217,23 +245,12 @@ class Ingestor:
         row.id = result.lastrowid
         self._heads[tid] = row.chain
         for reason_code in self._auto_exclusions(row, known):
-            office.exclude(
-                s,
-                rating_id=row.id,
-                reason=reason_code,
-                note=None,
-                actor=office.HUB_ACTOR,
-                automatic=True,
+            conn.exec_driver_sql(
+                _EXCLUDE, (row.id, reason_code, office.HUB_ACTOR, office.db_time(now))
             )
         res.counts["stored"] += 1
         res.stored.append(row)
         acked[(tid, r.epoch)].append(r.seq)
-
-    def _stored(self, s: Session, tid: str, epoch: int, seq: int) -> bool:
-        q = select(Rating.id).where(
-            Rating.terminal_id == tid, Rating.epoch == epoch, Rating.seq == seq
-        )
-        return s.exec(q).first() is not None
 
     def _head(self, s: Session, tid: str) -> str:
         if tid not in self._heads:
@@ -246,7 +263,7 @@ class Ingestor:
             self._heads[tid] = last or ""
         return self._heads[tid]
 
-    def _auto_exclusions(self, row: Rating, known: _Known) -> list[str]:
+    def _auto_exclusions(self, row: NewRating, known: _Known) -> list[str]:
         out = []
         if row.repeat:
             out.append("repeat")

@@ -14,6 +14,7 @@ import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Protocol
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
@@ -28,7 +29,20 @@ def _micros(t: datetime) -> int:
     return int(t.timestamp() * 1_000_000)
 
 
-def chain_link(prev: str, row: Rating) -> str:
+class ChainRow(Protocol):
+    terminal_id: str
+    epoch: int
+    seq: int
+    raw: bytes
+    desk: str | None
+    official_id: str | None
+    case_id: int | None
+    link_status: str
+    press_time: datetime
+    received_at: datetime
+
+
+def chain_link(prev: str, row: ChainRow) -> str:
     content = "|".join(
         [
             row.terminal_id,
