@@ -86,11 +86,11 @@ class BrokerAccounts:
     terminals: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
-        if not HUB_USER.match(self.hub_user) or TERMINAL_ID.match(self.hub_user):
+        if not HUB_USER.fullmatch(self.hub_user) or TERMINAL_ID.fullmatch(self.hub_user):
             raise ValueError(f"invalid hub user name: {self.hub_user!r}")
         _check_password(self.hub_user, self.hub_password)
         for terminal_id, password in self.terminals.items():
-            if not TERMINAL_ID.match(terminal_id):
+            if not TERMINAL_ID.fullmatch(terminal_id):
                 raise ValueError(f"invalid terminal id: {terminal_id!r} (expected t-<12 hex>)")
             _check_password(terminal_id, password)
         object.__setattr__(self, "terminals", dict(self.terminals))
@@ -215,7 +215,7 @@ class Mosquitto:
         passwd_executable: str = "mosquitto_passwd",
         tls: TlsFiles | None = None,
     ) -> None:
-        if not OFFICE_ID.match(office):
+        if not OFFICE_ID.fullmatch(office):
             raise ValueError(f"invalid office id: {office!r} (1-32 of a-z, 0-9, -)")
         workdir = Path(workdir).absolute()
         # mosquitto.conf values end at the first space.

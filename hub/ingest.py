@@ -22,6 +22,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, col, select
 
 from hub import integrity, office, protocol
@@ -55,7 +56,8 @@ _INSERT = (
     f"INSERT OR IGNORE INTO rating ({', '.join(_COLUMNS)}) "
     f"VALUES ({', '.join('?' * len(_COLUMNS))})"
 )
-_EXISTS = "SELECT 1 FROM rating WHERE terminal_id = ? AND epoch = ? AND seq = ?"
+_EXISTS = "SELECT raw FROM rating WHERE terminal_id = ? AND epoch = ? AND seq = ?"
+MAX_QUARANTINED = 16384
 _EXCLUDE = "INSERT INTO exclusion (rating_id, reason, actor, created_at) VALUES (?, ?, ?, ?)"
 
 
@@ -148,8 +150,36 @@ class Ingestor:
         self.totals.update(res.counts)
         return res
 
+    def process_each(self, messages: list[tuple[str, bytes]]) -> Result:
+        """Like ``process``, one message per transaction; a message that still makes the hub fail
+        is quarantined on its own, so one poison message cannot stall the office's ingest. Database
+        errors (locked, disk full) are raised: then nothing is acknowledged and the batch is retried."""
+        total = Result()
+        for t, payload in messages:
+            try:
+                res = self.process([(t, payload)])
+            except DBAPIError:
+                raise
+            except Exception as e:
+                log.exception("message on %s made ingest fail; quarantining it", t)
+                res = Result()
+                with Session(self.engine) as s:
+                    self._quarantine(s, t, payload, f"hub could not process it: {e!r}"[:500], res)
+                    s.commit()
+                self.totals.update(res.counts)
+            total.acks += res.acks
+            total.commands += res.commands
+            total.counts.update(res.counts)
+            total.stored += res.stored
+            total.statuses += res.statuses
+            total.quarantined += res.quarantined
+        return total
+
     def _quarantine(self, s: Session, t: str, payload: bytes, reason: str, res: Result) -> None:
         log.warning("quarantined message on %s: %s", t, reason)
+        if len(payload) > MAX_QUARANTINED:  # a flood of huge messages must not fill the SD card
+            reason = f"{reason} (first {MAX_QUARANTINED} of {len(payload)} bytes kept)"
+            payload = payload[:MAX_QUARANTINED]
         s.add(Quarantine(topic=t[:512], reason=reason, payload=payload))
         res.counts["quarantined"] += 1
         res.quarantined.append((t, reason))
@@ -213,8 +243,16 @@ class Ingestor:
             )
             return
         conn = s.connection()
-        if conn.exec_driver_sql(_EXISTS, (tid, r.epoch, r.seq)).first() is not None:
-            res.counts["duplicates"] += 1  # already stored: acknowledged again, not stored twice
+        same_key = conn.exec_driver_sql(_EXISTS, (tid, r.epoch, r.seq)).first()
+        if same_key is not None:
+            if bytes(same_key[0]) != payload:
+                # Validly signed, but a different rating under a stored key: the terminal reused a
+                # sequence number (lost flash?). Keep it for inspection; the stored one stands.
+                self._quarantine(
+                    s, t, payload, "sequence number reused with different content", res
+                )
+            else:
+                res.counts["duplicates"] += 1  # already stored: acknowledged again, not twice
             acked[(tid, r.epoch)].append(r.seq)
             return
         now = utcnow()
@@ -279,16 +317,17 @@ class Ingestor:
 
     def _status(self, s: Session, t: str, tid: str, payload: bytes, res: Result) -> None:
         try:
-            st = json.loads(payload)
-            if not isinstance(st, dict) or st.get("v") != 1:
+            text = payload.decode("utf-8")  # json.loads(bytes) would also take UTF-16 and -32
+            st = json.loads(text)
+            if not isinstance(st, dict) or type(st.get("v")) is not int or st["v"] != 1:
                 raise ValueError("not a v1 status object")
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
             self._quarantine(s, t, payload, f"bad status: {e}", res)
             return
         term = s.get(Terminal, tid)
         if term is not None:
             term.last_seen = utcnow()
-            term.last_status = payload.decode()
+            term.last_status = text
             s.add(term)
         if st.get("clock") is False:  # the terminal has no time yet: give it ours
             cmd = protocol.encode_command(
@@ -394,11 +433,18 @@ class MqttIngest:
             self._commit(batch)
 
     def _commit(self, batch: list[mqtt.MQTTMessage]) -> None:
+        messages = [(m.topic, bytes(m.payload)) for m in batch]
         while not self._stop.is_set():
             try:
-                res = self.ingestor.process([(m.topic, bytes(m.payload)) for m in batch])
+                try:
+                    res = self.ingestor.process(messages)
+                except DBAPIError:
+                    raise
+                except Exception:  # not the database: find and quarantine the message at fault
+                    log.exception("batch failed; processing its messages one by one")
+                    res = self.ingestor.process_each(messages)
                 break
-            except Exception:  # database trouble: nothing is acknowledged, try again
+            except DBAPIError:  # database trouble: nothing is acknowledged, try again
                 log.exception("commit failed; retrying in 1 s (nothing acknowledged)")
                 self._stop.wait(1)
         else:

@@ -43,9 +43,9 @@ def parse_topic(t: str) -> tuple[str, str, str]:
     if len(parts) != 5 or "/".join(parts[:2]) != PREFIX:
         raise ProtocolError(f"not a v1 topic: {t!r}")
     office, tid, leaf = parts[2:]
-    if not OFFICE_ID_RE.match(office):
+    if not OFFICE_ID_RE.fullmatch(office):
         raise ProtocolError(f"bad office id in topic: {office!r}")
-    if not TERMINAL_ID_RE.match(tid):
+    if not TERMINAL_ID_RE.fullmatch(tid):
         raise ProtocolError(f"bad terminal id in topic: {tid!r}")
     if leaf not in LEAVES:
         raise ProtocolError(f"unknown topic leaf: {leaf!r}")

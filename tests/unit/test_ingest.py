@@ -13,7 +13,7 @@ from sqlmodel import Session, select
 
 from hub import protocol
 from hub.db import make_engine
-from hub.ingest import Ingestor
+from hub.ingest import MAX_QUARANTINED, Ingestor
 from hub.models import Quarantine, Rating, Terminal
 from hub.registry import add_terminal
 from provisioning.simulate import firmware_path
@@ -130,7 +130,11 @@ def test_bad_input_is_quarantined_with_a_reason(env, case: str) -> None:
     res = ing.process([(t, payload)])
     assert res.counts["quarantined"] == 1 and rows(engine) == []
     [q] = rows(engine, Quarantine)
-    assert q.payload == payload and q.topic == t and q.reason
+    assert q.topic == t and q.reason
+    if case == "oversize":  # kept, but only its start: a flood must not fill the hub's storage
+        assert q.payload == payload[:MAX_QUARANTINED] and "16384 of 100000 bytes kept" in q.reason
+    else:
+        assert q.payload == payload
     if case in ("forged", "wrong epoch"):  # the terminal is told, so it stops resending
         assert json.loads(res.acks[0][1])["status"] == "rejected"
 
@@ -188,3 +192,37 @@ def test_random_garbage_never_crashes_and_is_all_accounted_for(env) -> None:
     assert accounted == len(msgs)
     assert res.counts["stored"] == 0  # no bit-flipped or random record passes the HMAC check
     assert len(rows(engine, Quarantine)) == res.counts["quarantined"]
+
+
+def test_reused_sequence_number_with_other_content_is_quarantined_not_stored(env) -> None:
+    engine, ing, dev = env
+    first = record(dev, 5, level=1)
+    ing.process([(topic(dev), first)])
+    other = record(dev, 5, level=3)  # validly signed, same key, different rating
+    res = ing.process([(topic(dev), other)])
+    assert res.counts["quarantined"] == 1 and res.counts["duplicates"] == 0
+    assert json.loads(res.acks[0][1]) == {"v": 1, "epoch": 1, "seqs": [5], "status": "stored"}
+    [r] = rows(engine)
+    assert r.raw == first
+    [q] = rows(engine, Quarantine)
+    assert q.payload == other and "reused" in q.reason
+
+
+def test_a_message_that_breaks_ingest_is_quarantined_alone(env, monkeypatch) -> None:
+    engine, ing, dev = env
+    good, bad = record(dev, 1), record(dev, 2)
+    real = ing._rating
+
+    def explode(s, t, tid, known, payload, res, acked):
+        if payload == bad:
+            raise RuntimeError("a bug the hub did not foresee")
+        return real(s, t, tid, known, payload, res, acked)
+
+    monkeypatch.setattr(ing, "_rating", explode)
+    with pytest.raises(RuntimeError):
+        ing.process([(topic(dev), good), (topic(dev), bad)])
+    res = ing.process_each([(topic(dev), good), (topic(dev), bad)])
+    assert (res.counts["stored"], res.counts["quarantined"]) == (1, 1)
+    assert [r.seq for r in rows(engine)] == [1]
+    [q] = rows(engine, Quarantine)
+    assert q.payload == bad and "could not process" in q.reason
