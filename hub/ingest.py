@@ -264,7 +264,9 @@ class Ingestor:
             # a hand-back came after it.
             at = press if r.clock_unknown else press + timedelta(seconds=1)
             official = office.on_duty(s, desk_id=known.desk, at=at)
-            if not (r.repeat or r.test):
+            # Repeats, test presses and presses stamped only on arrival (no clock: maybe hours
+            # late) never take a case from the citizen at the desk now.
+            if not (r.repeat or r.test or r.clock_unknown):
                 case_id, link = office.link_case(
                     s, desk_id=known.desk, press_time=at, window=self.case_window
                 )
@@ -328,6 +330,10 @@ class Ingestor:
         if term is not None:
             term.last_seen = utcnow()
             term.last_status = text
+            if st.get("state") == "online":
+                term.last_heartbeat = (
+                    text  # kept through "offline": verify needs its signed last_seq
+                )
             s.add(term)
         if st.get("clock") is False:  # the terminal has no time yet: give it ours
             cmd = protocol.encode_command(
@@ -351,6 +357,13 @@ class MqttIngest:
     lone rating is committed at once and a burst shares one commit. After the commit it publishes the
     hub's acks and only then PUBACKs to the broker; a crash in between means redelivery, which the
     unique rating key turns into a re-ack.
+
+    Two connections (bench/ingest_throughput.py): the subscriber, whose queue is bounded, and a
+    publisher for acks and commands. Mosquitto 2.0.11 does not hold the hub's session to
+    ``max_inflight_messages`` once PUBACKs flow, so after a hub outage it pushes the whole backlog
+    at once: a full queue makes paho's network thread wait, and the rest stays in the broker (TCP
+    back-pressure) instead of in the hub's memory. That thread, reading the backlog or waiting,
+    would also hold back everything sent on its connection; the acks go out on their own.
     """
 
     def __init__(
@@ -369,7 +382,7 @@ class MqttIngest:
         self.on_result = on_result
         self.host, self.port = host, port
         self.connected = threading.Event()
-        self._q: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
+        self._q: queue.Queue[mqtt.MQTTMessage] = queue.Queue(maxsize=4 * max_batch)
         self._stop = threading.Event()
         self._writer: threading.Thread | None = None
         office = ingestor.office
@@ -386,6 +399,17 @@ class MqttIngest:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.client.reconnect_delay_set(1, 5)
+        self.publisher = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"sipas-hub-{office}-out"
+        )
+        self.publisher.username_pw_set(user, password)
+        self.publisher.max_inflight_messages_set(1000)
+        self.publisher.on_socket_open = nodelay
+        self.publisher.reconnect_delay_set(1, 5)
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        """Send to a terminal (QoS 1) on the hub's outgoing connection."""
+        self.publisher.publish(topic, payload, qos=1)
 
     def _on_connect(
         self, client: mqtt.Client, _ud: object, _flags: object, rc: object, _props: object = None
@@ -403,9 +427,17 @@ class MqttIngest:
         self.connected.clear()
 
     def _on_message(self, _c: mqtt.Client, _ud: object, msg: mqtt.MQTTMessage) -> None:
-        self._q.put(msg)
+        while not self._stop.is_set():
+            try:
+                self._q.put(msg, timeout=0.5)
+                return
+            except queue.Full:  # the writer is behind: the broker keeps the rest meanwhile
+                continue
+        # stopping: not acknowledged, so the broker delivers it again
 
     def start(self) -> None:
+        self.publisher.connect_async(self.host, self.port, keepalive=30)
+        self.publisher.loop_start()
         self.client.connect_async(self.host, self.port, keepalive=30)
         self.client.loop_start()
         self._writer = threading.Thread(target=self._write_loop, name="hub-ingest", daemon=True)
@@ -415,8 +447,9 @@ class MqttIngest:
         self._stop.set()
         if self._writer:
             self._writer.join(timeout=10)
-        self.client.disconnect()
-        self.client.loop_stop()
+        for c in (self.client, self.publisher):
+            c.disconnect()
+            c.loop_stop()
 
     def _write_loop(self) -> None:
         while not self._stop.is_set():
@@ -450,7 +483,7 @@ class MqttIngest:
         else:
             return  # stopping: unacknowledged messages are redelivered by the broker
         for t, payload in res.acks + res.commands:
-            self.client.publish(t, payload, qos=1)
+            self.publish(t, payload)
         for m in batch:
             self.client.ack(m.mid, m.qos)
         if self.on_result:

@@ -159,9 +159,9 @@ def _gaps(
 ) -> list[Finding]:
     out = []
     expected_last = 0
-    if term.last_status:
+    if term.last_heartbeat:
         try:
-            st = json.loads(term.last_status)
+            st = json.loads(term.last_heartbeat)
             if st.get("state") == "online" and st.get("epoch") == term.epoch:
                 tag = protocol.status_tag(
                     key, term.id, st["epoch"], st["last_seq"], st.get("time", 0)

@@ -23,6 +23,7 @@ class Terminal(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     last_seen: datetime | None = None
     last_status: str | None = None
+    last_heartbeat: str | None = Field(default=None, description="last signed 'online' status")
 
 
 class Desk(SQLModel, table=True):

@@ -108,7 +108,10 @@ def as_utc(t: datetime | None) -> datetime:
         return utcnow()
     if t.tzinfo is None:
         t = t.replace(tzinfo=OFFICE_TZ)
-    return t.astimezone(UTC)
+    try:
+        return t.astimezone(UTC)
+    except OverflowError as e:
+        raise OfficeError(f"time {t.isoformat()} is out of range") from e
 
 
 def audit(
@@ -207,7 +210,7 @@ _ON_DUTY = (
 )
 _RECENT_CASES = (
     "SELECT c.id, c.handed_back_at, EXISTS (SELECT 1 FROM rating r WHERE r.case_id = c.id "
-    "AND r.link_status = 'linked') FROM \"case\" c WHERE c.desk_id = ? AND c.handed_back_at <= ? "
+    "AND r.link_status IN ('linked', 'late')) FROM \"case\" c WHERE c.desk_id = ? AND c.handed_back_at <= ? "
     "AND c.handed_back_at >= ? ORDER BY c.handed_back_at DESC, c.id DESC LIMIT 200"
 )
 LATE_HORIZON = timedelta(hours=12)

@@ -71,15 +71,19 @@ def health(term: Terminal, now: datetime | None = None) -> dict[str, Any]:
     """What a technician wants to see about a terminal, from its last retained status."""
     now = now or utcnow()
     st: dict[str, Any] = {}
-    if term.last_status:
+    if term.last_heartbeat:
         try:
-            st = json.loads(term.last_status)
+            st = json.loads(term.last_heartbeat)
         except ValueError:
             st = {}
     seen = term.last_seen
     if seen is not None and seen.tzinfo is None:
         seen = seen.replace(tzinfo=UTC)
-    online = bool(st.get("state") == "online" and seen is not None and now - seen < ONLINE_WITHIN)
+    try:  # the latest status: an "offline" last will overrides the last heartbeat
+        state = json.loads(term.last_status or "{}").get("state")
+    except (ValueError, AttributeError):
+        state = None
+    online = bool(state == "online" and seen is not None and now - seen < ONLINE_WITHIN)
     return {
         "id": term.id,
         "desk": term.desk,
@@ -101,7 +105,7 @@ def health(term: Terminal, now: datetime | None = None) -> dict[str, Any]:
 
 
 def replace_terminal(
-    engine: Engine, *, office: str, old_id: str, new_id: str | None, actor: str
+    engine: Engine, *, office: str, old_id: str, new_id: str | None, actor: str, force: bool = False
 ) -> tuple[Terminal, dict[str, Any]]:
     """Put a new terminal on the old one's desk and retire the old one (its credentials stop working
     at the next broker reload). The desk's history stays: ratings carry their desk."""
@@ -111,6 +115,13 @@ def replace_terminal(
             raise ValueError(f"terminal {old_id} is not registered here")
         if not old.active:
             raise ValueError(f"terminal {old_id} is already retired")
+        unsent = health(old).get("outbox") or 0
+        if unsent and not force:
+            # Its account stops working with the replacement: let it drain first.
+            raise ValueError(
+                f"terminal {old_id} still holds {unsent} unsent ratings: power it on where it can "
+                "reach the hub and wait for its outbox to empty, or replace it with force"
+            )
         desk = old.desk
     term, device = add_terminal(engine, office=office, terminal_id=new_id, desk=desk)
     with Session(engine) as s:

@@ -39,9 +39,14 @@ class HostBoard:
     """
 
     def __init__(
-        self, *, clock_known: bool = True, on_feedback: Callable[[str, int], None] | None = None
+        self,
+        *,
+        clock_known: bool = True,
+        on_feedback: Callable[[str, int], None] | None = None,
+        tick_offset: int = 0,
     ):
         self._t0 = time.monotonic()
+        self.tick_offset = tick_offset  # start the tick counter here (e.g. just before it wraps)
         self.clock_known = clock_known
         self.clock_offset = 0.0
         self.network = True
@@ -49,16 +54,22 @@ class HostBoard:
         self.on_feedback = on_feedback
         self.watchdog_fed = 0
 
+    # MicroPython's tick arithmetic: ticks wrap every 2**30 ms (12.4 days) and differences are
+    # signed, so the simulator meets the same wrap-around as a terminal left on for weeks.
+    TICKS_PERIOD = 1 << 30
+
     def ticks_ms(self) -> int:
-        return int((time.monotonic() - self._t0) * 1000)
+        ms = int((time.monotonic() - self._t0) * 1000) + self.tick_offset
+        return ms & (self.TICKS_PERIOD - 1)
 
-    @staticmethod
-    def ticks_diff(a: int, b: int) -> int:
-        return a - b
+    @classmethod
+    def ticks_diff(cls, a: int, b: int) -> int:
+        half = cls.TICKS_PERIOD // 2
+        return ((a - b + half) & (cls.TICKS_PERIOD - 1)) - half
 
-    @staticmethod
-    def ticks_add(a: int, b: int) -> int:
-        return a + b
+    @classmethod
+    def ticks_add(cls, a: int, b: int) -> int:
+        return (a + b) & (cls.TICKS_PERIOD - 1)
 
     @staticmethod
     def sleep_ms(ms: int) -> None:

@@ -54,7 +54,8 @@ class App:
         flags = codec.FLAG_TEST if test else 0
         lockout = self.cfg["lockout_s"] * 1000
         repeat = (
-            self._last_rating_ms is not None and b.ticks_diff(now, self._last_rating_ms) < lockout
+            self._last_rating_ms is not None
+            and 0 <= b.ticks_diff(now, self._last_rating_ms) < lockout
         )
         if repeat:
             flags |= codec.FLAG_REPEAT
@@ -100,6 +101,7 @@ class App:
         # One turn of the main loop: keep the link up, send the backlog, read acks and commands.
         b = self.board
         b.feed_watchdog()
+        self._expire(b.ticks_ms())
         if not self.online():
             self._connect()
             if not self.online():
@@ -112,10 +114,23 @@ class App:
         except (OSError, MQTTError) as e:
             self._drop("link lost: %s" % e)
 
+    def _expire(self, now):
+        # Forget a finished lockout or prompt: ticks wrap on the device (every 2**30 ms, 12.4 days),
+        # so an old stamp compared much later could look recent.
+        b = self.board
+        lockout = self.cfg["lockout_s"] * 1000
+        if (
+            self._last_rating_ms is not None
+            and not 0 <= b.ticks_diff(now, self._last_rating_ms) < lockout
+        ):
+            self._last_rating_ms = None
+        if self.prompt_until is not None and b.ticks_diff(self.prompt_until, now) <= 0:
+            self.prompt_until = None
+
     def _connect(self):
         b = self.board
         now = b.ticks_ms()
-        if self._wait_from is not None and b.ticks_diff(now, self._wait_from) < self._wait_ms:
+        if self._wait_from is not None and 0 <= b.ticks_diff(now, self._wait_from) < self._wait_ms:
             return
         if not b.network_up():
             self._retry_later()
@@ -174,7 +189,7 @@ class App:
         now = b.ticks_ms()
         limit = self.cfg["ack_timeout_s"] * 1000
         for seq in list(self.inflight):
-            if b.ticks_diff(now, self.inflight[seq]) > limit:
+            if not 0 <= b.ticks_diff(now, self.inflight[seq]) <= limit:
                 # No ack in time: send it again (the hub treats a repeat as success).
                 del self.inflight[seq]
                 self.last_sent = min(self.last_sent, seq - 1)
@@ -195,9 +210,9 @@ class App:
         now = b.ticks_ms()
         if self._last_beat_ms is not None:
             since = b.ticks_diff(now, self._last_beat_ms)
-            if since < self.cfg["heartbeat_min_s"] * 1000:
+            if 0 <= since < self.cfg["heartbeat_min_s"] * 1000:
                 return
-            if since < self.cfg["heartbeat_s"] * 1000 and not self._beat_due:
+            if 0 <= since < self.cfg["heartbeat_s"] * 1000 and not self._beat_due:
                 return
         self._last_beat_ms = now
         self._beat_due = False
@@ -221,13 +236,15 @@ class App:
         self.client.publish(self.t_status, json.dumps(st), qos=1, retain=True)
 
     def _on_message(self, topic, payload):
+        # A malformed message (even from the hub) is logged and dropped: it must never stop the loop.
         try:
             msg = json.loads(payload)
-        except ValueError:
-            self._event("bad message", topic)
-            return
-        if not isinstance(msg, dict):
-            return
+            if isinstance(msg, dict):
+                self._dispatch(topic, msg)
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
+            self._event("bad message", "%s: %s" % (topic, e))
+
+    def _dispatch(self, topic, msg):
         if topic == self.t_ack:
             seqs = msg.get("seqs") or []
             n = self.outbox.ack(msg.get("epoch"), seqs)

@@ -12,6 +12,8 @@ BUTTON_PINS = (32, 33, 25, 26, 27)
 LED_PINS = (16, 17, 18, 19, 21)
 BUZZER_PIN = 23
 DEBOUNCE_MS = 30
+# Some MicroPython ports count time from 2000-01-01; the wire protocol uses Unix time.
+EPOCH_OFFSET = 946684800 if time.gmtime(0)[0] == 2000 else 0
 
 _BEEPS = {
     "saved": ((2000, 60),),
@@ -37,12 +39,13 @@ class Board:
             pin.irq(trigger=machine.Pin.IRQ_RISING, handler=self._irq(i))
         self.wlan = network.WLAN(network.STA_IF)
         self.wdt = None
-        self._clock_ok = time.time() > 1700000000
+        self._clock_ok = time.time() + EPOCH_OFFSET > 1700000000
 
     def _irq(self, i):
         def handler(pin):
             now = time.ticks_ms()
-            if time.ticks_diff(now, self._since[i]) > DEBOUNCE_MS * 4:
+            d = time.ticks_diff(now, self._since[i])
+            if d < 0 or d > DEBOUNCE_MS * 4:  # negative: the last press was days ago (ticks wrap)
                 self._since[i] = now
                 self._pressed.append(i)
 
@@ -71,10 +74,10 @@ class Board:
     sleep_ms = staticmethod(time.sleep_ms)
 
     def time(self):
-        return time.time() if self._clock_ok else None
+        return int(time.time()) + EPOCH_OFFSET if self._clock_ok else None
 
     def set_time(self, t):
-        tm = time.gmtime(t)
+        tm = time.gmtime(t - EPOCH_OFFSET)
         machine.RTC().datetime((tm[0], tm[1], tm[2], tm[6] + 1, tm[3], tm[4], tm[5], 0))
         self._clock_ok = True
 

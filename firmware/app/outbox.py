@@ -46,23 +46,29 @@ class Outbox:
         self.root = root
         self.epoch = epoch
         self.capacity = capacity
-        self.corrupt = 0  # records dropped at open because their CRC failed (flash damage)
         self.written = 0  # bytes appended since open (for the flash-wear figure)
         self._acked = set()  # acknowledged seqs above the watermark
+        # Seqs whose slot fails its CRC (flash damage): never sent, and passed by the watermark as
+        # if acknowledged, so one bad slot cannot pin the outbox; the hub reports the gap.
+        self._bad = set()
         if not _exists(root):
             os.mkdir(root)
         self.watermark = self._load_state()
         self._segs = self._list_segments()
-        self.last_seq = self.watermark
         if self._segs:
             self._repair_tail()
-        if self._segs:
-            self._tail_count = self._count(self._segs[-1])
-            recs = self._read(self._segs[-1])
-            if recs:
-                self.last_seq = max(self.last_seq, _seq_of(recs[-1]))
-        else:
-            self._tail_count = 0
+        self.last_seq = self.watermark
+        self._tail_count = 0
+        for name in self._segs:
+            first = int(name[6:16])
+            n = 0
+            for n, rec in self._slots(name):
+                if rec is None and first + n > self.watermark:
+                    self._bad.add(first + n)
+            self._tail_count = n + 1
+            self.last_seq = max(self.last_seq, first + n)
+        self.corrupt = len(self._bad)  # damaged slots found at open
+        self._advance()
 
     # -- persistence -------------------------------------------------------------------------
     def _path(self, name):
@@ -92,46 +98,40 @@ class Outbox:
         names.sort()
         return names
 
-    def _read(self, name):
-        # Returns the valid 48-byte records of a segment, in order.
+    def _slots(self, name):
+        # (index, 48-byte record or None where the CRC fails) for every whole slot of a segment.
         with open(self._path(name), "rb") as f:
             data = f.read()
-        out = []
-        for off in range(0, len(data) - SLOT + 1, SLOT):
+        for n in range(len(data) // SLOT):
+            off = n * SLOT
             rec = data[off : off + REC]
-            if struct.unpack_from("<I", data, off + REC)[0] == crc32(rec):
-                out.append(rec)
-            else:
-                self.corrupt += 1
-        return out
-
-    def _count(self, name):
-        return os.stat(self._path(name))[6] // SLOT
+            ok = struct.unpack_from("<I", data, off + REC)[0] == crc32(rec)
+            yield n, (rec if ok else None)
 
     def _repair_tail(self):
+        # A power cut during an append can leave a partial slot at the end of the newest segment
+        # (littlefs itself commits whole appends, other filesystems may not): cut it off. That
+        # record was never confirmed nor published. Whole slots are kept, even damaged ones, so
+        # that no sequence number that reached flash is handed out again.
         name = self._segs[-1]
-        with open(self._path(name), "rb") as f:
-            data = f.read()
-        good = 0
-        while good + SLOT <= len(data):
-            rec = data[good : good + REC]
-            if struct.unpack_from("<I", data, good + REC)[0] != crc32(rec):
-                break
-            good += SLOT
-        if good == len(data):
+        size = os.stat(self._path(name))[6]
+        keep = size - size % SLOT
+        if keep == size:
             return
-        if good == 0:
+        if keep == 0:
             os.remove(self._path(name))
             self._segs.pop()
             return
+        with open(self._path(name), "rb") as f:
+            data = f.read(keep)
         tmp = self._path("tail.tmp")
         with open(tmp, "wb") as f:
-            f.write(data[:good])
+            f.write(data)
         os.rename(tmp, self._path(name))
 
     # -- API ---------------------------------------------------------------------------------
     def depth(self):
-        return self.last_seq - self.watermark - len(self._acked)
+        return self.last_seq - self.watermark - len(self._acked) - len(self._bad)
 
     def next_seq(self):
         return self.last_seq + 1
@@ -166,7 +166,9 @@ class Outbox:
         for name in self._segs:
             if int(name[6:16]) + SEG_RECORDS <= floor:
                 continue
-            for rec in self._read(name):
+            for _, rec in self._slots(name):
+                if rec is None:
+                    continue
                 seq = _seq_of(rec)
                 if seq > floor and seq not in self._acked:
                     out.append((seq, rec))
@@ -183,14 +185,20 @@ class Outbox:
             if self.watermark < s <= self.last_seq and s not in self._acked:
                 self._acked.add(s)
                 n += 1
-        wm = self.watermark
-        while wm + 1 in self._acked:
-            wm += 1
-            self._acked.discard(wm)
-        if wm != self.watermark:
-            self.watermark = wm
+        if self._advance():
             self._compact()
         return n
+
+    def _advance(self):
+        # Move the watermark over acknowledged (and damaged) seqs; True if it moved.
+        wm = self.watermark
+        while wm < self.last_seq and (wm + 1 in self._acked or wm + 1 in self._bad):
+            wm += 1
+            self._acked.discard(wm)
+            self._bad.discard(wm)
+        moved = wm != self.watermark
+        self.watermark = wm
+        return moved
 
     def _compact(self):
         # Delete segments whose every record is acknowledged; the watermark reaches flash first,

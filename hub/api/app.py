@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import not_
 from sqlalchemy.engine import Engine
@@ -15,7 +16,7 @@ from sqlmodel import Session, col, func, select
 
 from hub import registry
 from hub.models import Quarantine, Rating, RatingPublic, Terminal
-from hub.office import as_utc
+from hub.office import OfficeError, as_utc
 from hub.office import valid as office_valid
 
 _bearer = HTTPBearer(auto_error=False)
@@ -56,6 +57,16 @@ def create_app(
         docs_url="/api/v1/docs",
         openapi_url="/api/v1/openapi.json",
     )
+
+    @app.exception_handler(OverflowError)
+    async def _out_of_range(_request: Request, exc: OverflowError) -> JSONResponse:
+        # A number or date the database cannot hold (an id of 2**70, the year 1): the caller's error.
+        return JSONResponse({"detail": f"a number or date is out of range: {exc}"}, status_code=400)
+
+    @app.exception_handler(OfficeError)
+    async def _office_error(_request: Request, exc: OfficeError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+
     app.state.engine = engine
     app.state.token = token
     app.state.office = office
@@ -87,7 +98,9 @@ def create_app(
         valid: bool | None = Query(
             None, description="true: only ratings that count; false: only excluded"
         ),
-        since: datetime | None = Query(None, description="press time from (UTC, ISO 8601)"),
+        since: datetime | None = Query(
+            None, description="press time from (ISO 8601; without a zone: office time)"
+        ),
         after_id: int = Query(0, ge=0, description="cursor: the last id of the previous page"),
         limit: int = Query(100, ge=1, le=1000),
     ) -> list[RatingPublic]:

@@ -115,6 +115,7 @@ class TerminalCreate(BaseModel):
 
 class TerminalReplace(BaseModel):
     new_terminal_id: str | None = Field(None, pattern=r"^t-[0-9a-f]{12}$")
+    force: bool = Field(False, description="replace even though the old one holds unsent ratings")
 
 
 def _device(request: Request, device: dict[str, Any]) -> dict[str, Any]:
@@ -160,6 +161,7 @@ def replace_terminal(
             old_id=terminal_id,
             new_id=data.new_terminal_id,
             actor=actor,
+            force=data.force,
         )
     except ValueError as e:
         raise HTTPException(404 if "not registered" in str(e) else 409, str(e)) from e

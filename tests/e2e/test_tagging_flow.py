@@ -80,3 +80,25 @@ def test_clear_errors(hub: HubService, api: httpx.Client) -> None:
     assert r.status_code == 409 and "nobody is checked in" in r.json()["detail"]
     r = api.post("/ratings/999/exclusions", json={"reason": "on_behalf"})
     assert r.status_code == 404
+
+
+@pytest.mark.parametrize(
+    "method,path,body",
+    [
+        ("get", "/ratings?after_id=99999999999999999999", None),
+        ("get", "/ratings/99999999999999999999/exclusions", None),
+        ("post", "/exclusions/99999999999999999999/reinstate", None),
+        ("get", "/alerts/99999999999999999999", None),
+        ("get", "/ratings?since=0001-01-01T00:00:00", None),
+        (
+            "post",
+            "/cases",
+            {"code": "X", "desk_id": "quay-9", "handed_back_at": "0001-01-01T00:00:00"},
+        ),
+    ],
+)
+def test_out_of_range_input_is_a_client_error(
+    hub: HubService, api: httpx.Client, method: str, path: str, body: dict | None
+) -> None:
+    r = api.request(method.upper(), path, json=body)
+    assert 400 <= r.status_code < 500, (r.status_code, r.text)

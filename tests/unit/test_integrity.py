@@ -135,3 +135,11 @@ def test_reordered_rows_are_found(env) -> None:
         c.execute("UPDATE rating SET id = ? WHERE id = ?", (a, b))
         c.execute("UPDATE rating SET id = ? WHERE id = -1", (b,))
     assert "chain_broken" in kinds(engine)
+
+
+def test_offline_last_will_does_not_hide_a_deleted_last_rating(env) -> None:
+    engine, path, devs, ing = env
+    ing.process([(rating_topic(devs[1], leaf="status"), b'{"v":1,"state":"offline"}')])
+    sql(path, "DELETE FROM rating WHERE terminal_id = ? AND seq = 10", devs[1]["terminal_id"])
+    rep = integrity.verify(engine, OFFICE)
+    assert [(f.kind, f.seqs) for f in rep.findings] == [("missing", [10])]

@@ -199,3 +199,23 @@ def test_case_codes_are_idempotent_and_every_change_is_audited(env) -> None:
 
 def test_naive_times_are_office_time(env) -> None:
     assert ofc.as_utc(datetime(2026, 11, 23, 9, 0)) == T0
+
+
+def test_a_press_without_clock_never_takes_a_case(env) -> None:
+    engine, ing, dev = env
+    from app import codec
+
+    c = case(engine, "HS-N", "quay-1", T0)
+    backlog = press(ing, dev["quay-1"], 1, T0, flags=codec.FLAG_CLOCK_UNKNOWN)
+    assert backlog.case_id is None and backlog.link_status == ofc.NOT_LINKED
+    now = press(ing, dev["quay-1"], 2, T0 + timedelta(minutes=1))
+    assert (now.case_id, now.link_status) == (c, ofc.LINKED)
+
+
+def test_a_case_gets_at_most_one_late_rating(env) -> None:
+    engine, ing, dev = env
+    c = case(engine, "HS-L", "quay-1", T0)
+    first = press(ing, dev["quay-1"], 1, T0 + timedelta(minutes=12))
+    later = [press(ing, dev["quay-1"], n, T0 + timedelta(minutes=m)) for n, m in ((2, 25), (3, 90))]
+    assert (first.case_id, first.link_status) == (c, ofc.LATE)
+    assert [(r.case_id, r.link_status) for r in later] == [(None, ofc.NO_CASE)] * 2
