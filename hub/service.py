@@ -91,10 +91,10 @@ class HubService:
         window = self.settings.case_window_minutes * 60
         for tid in tids:
             cmd = protocol.encode_command(f"p-{secrets.token_hex(4)}", "prompt", {"window": window})
-            self.ingest.client.publish(protocol.topic(self.settings.office, tid, "cmd"), cmd, qos=1)
+            self.ingest.publish(protocol.topic(self.settings.office, tid, "cmd"), cmd)
 
     def _publish_alert(self, topic: str, payload: bytes) -> None:
-        self.ingest.client.publish(topic, payload, qos=1)  # looked up per call: it can be replaced
+        self.ingest.publish(topic, payload)  # looked up per call: it can be replaced
 
     def _after_commit(self, res: Result) -> None:
         """Ingest thread, after the commit and the acks: alerts never delay an ack."""
