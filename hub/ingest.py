@@ -398,6 +398,8 @@ class MqttIngest:
         self.client.on_socket_open = nodelay
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
+        self.on_subscribed: Callable[[], None] | None = None
         self.client.reconnect_delay_set(1, 5)
         self.publisher = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=f"sipas-hub-{office}-out"
@@ -422,6 +424,10 @@ class MqttIngest:
             [(protocol.topic(office, "+", leaf), 1) for leaf in ("rating", "status", "reply")]
         )
         self.connected.set()
+
+    def _on_subscribe(self, *_a: object) -> None:
+        if self.on_subscribed is not None:
+            self.on_subscribed()  # e.g. have the broker save the session now
 
     def _on_disconnect(self, *_a: object) -> None:
         self.connected.clear()

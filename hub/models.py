@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import Column, LargeBinary, UniqueConstraint
+from sqlalchemy import Column, Index, LargeBinary, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -50,6 +50,8 @@ class DutyEvent(SQLModel, table=True):
     """Check-in / check-out log, append-only: who is on duty at a desk at time T is the official of
     the last event at that desk at or before T, if that event is a check-in."""
 
+    # on_duty() runs for every rating: the last event of one desk before a time.
+    __table_args__ = (Index("ix_dutyevent_desk_at", "desk_id", "at"),)
     id: int | None = Field(default=None, primary_key=True)
     office: str
     desk_id: str = Field(index=True)
@@ -63,7 +65,11 @@ class DutyEvent(SQLModel, table=True):
 class Case(SQLModel, table=True):
     """An administrative case ("hồ sơ") whose result was handed back at a desk."""
 
-    __table_args__ = (UniqueConstraint("office", "code", name="uq_case_code"),)
+    # link_case() runs for every rating: the cases of one desk in a time range, newest first.
+    __table_args__ = (
+        UniqueConstraint("office", "code", name="uq_case_code"),
+        Index("ix_case_desk_handed_back", "desk_id", "handed_back_at"),
+    )
     id: int | None = Field(default=None, primary_key=True)
     office: str
     code: str = Field(description="mã hồ sơ, as printed on the receipt")
@@ -132,7 +138,11 @@ class RatingBase(SQLModel):
 class Rating(RatingBase, table=True):
     """A stored rating. Append-only: the code has no update or delete path for this table."""
 
-    __table_args__ = (UniqueConstraint("terminal_id", "epoch", "seq", name="uq_rating_key"),)
+    __table_args__ = (
+        UniqueConstraint("terminal_id", "epoch", "seq", name="uq_rating_key"),
+        # link_case(): "has this case a rating already" from the index alone
+        Index("ix_rating_case_link", "case_id", "link_status"),
+    )
     id: int | None = Field(default=None, primary_key=True)
     raw: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     chain: str = Field(

@@ -208,10 +208,18 @@ _ON_DUTY = (
     "SELECT official_id, kind FROM dutyevent WHERE desk_id = ? AND at <= ? "
     "ORDER BY at DESC, id DESC LIMIT 1"
 )
-_RECENT_CASES = (
-    "SELECT c.id, c.handed_back_at, EXISTS (SELECT 1 FROM rating r WHERE r.case_id = c.id "
-    "AND r.link_status IN ('linked', 'late')) FROM \"case\" c WHERE c.desk_id = ? AND c.handed_back_at <= ? "
-    "AND c.handed_back_at >= ? ORDER BY c.handed_back_at DESC, c.id DESC LIMIT 200"
+_RATED = (
+    "EXISTS (SELECT 1 FROM rating r WHERE r.case_id = c.id AND r.link_status IN ('linked', 'late'))"
+)
+# The cases handed back at the desk within the window, newest first, and whether each is rated.
+_IN_WINDOW = (
+    f'SELECT c.id, {_RATED} FROM "case" c WHERE c.desk_id = ? AND c.handed_back_at <= ? '
+    "AND c.handed_back_at >= ? ORDER BY c.handed_back_at DESC, c.id DESC"
+)
+# Only when the window has none: the newest unrated case before it, back to LATE_HORIZON.
+_LATE = (
+    'SELECT c.id FROM "case" c WHERE c.desk_id = ? AND c.handed_back_at < ? '
+    f"AND c.handed_back_at >= ? AND NOT {_RATED} ORDER BY c.handed_back_at DESC, c.id DESC LIMIT 1"
 )
 LATE_HORIZON = timedelta(hours=12)
 
@@ -331,24 +339,16 @@ def link_case(
     s: Session, *, desk_id: str, press_time: datetime, window: timedelta
 ) -> tuple[int | None, str]:
     """The case a rating at this desk belongs to, and how it was linked (see the status constants)."""
-    rows = (
-        s.connection()
-        .exec_driver_sql(
-            _RECENT_CASES, (desk_id, db_time(press_time), db_time(press_time - LATE_HORIZON))
-        )
-        .all()
-    )
+    conn = s.connection()
     start = db_time(press_time - window)
-    in_window = [(cid, rated) for cid, at, rated in rows if at >= start]
-    for cid, rated in in_window:  # most recent first
+    rows = conn.exec_driver_sql(_IN_WINDOW, (desk_id, db_time(press_time), start)).all()
+    for cid, rated in rows:  # most recent first
         if not rated:
             return cid, LINKED
-    if in_window:
-        return in_window[0][0], ALREADY_RATED
-    for cid, _, rated in rows:
-        if not rated:
-            return cid, LATE
-    return None, NO_CASE
+    if rows:
+        return rows[0][0], ALREADY_RATED
+    late = conn.exec_driver_sql(_LATE, (desk_id, start, db_time(press_time - LATE_HORIZON))).first()
+    return (late[0], LATE) if late is not None else (None, NO_CASE)
 
 
 # -- exclusions --------------------------------------------------------------------------------------

@@ -72,7 +72,7 @@ class HubService:
     def new_ingest(self) -> MqttIngest:
         """A fresh MQTT subscriber (same client id, so it resumes the persistent session)."""
         st = self.settings
-        return MqttIngest(
+        ingest = MqttIngest(
             self.ingestor,
             host=st.mqtt_host,
             port=st.mqtt_port,
@@ -81,6 +81,9 @@ class HubService:
             max_batch=st.max_batch,
             on_result=self._after_commit,
         )
+        if self.broker is not None:  # the hub's session is in the broker's database at once
+            ingest.on_subscribed = self.broker.save
+        return ingest
 
     def prompt_desk(self, desk_id: str) -> None:
         """A case was handed back at this desk: the terminal there invites a rating (LED)."""
