@@ -30,7 +30,7 @@ import statistics
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -732,12 +732,26 @@ class BareSubscriber:
 
 def raw_round_trip(office: Office, samples: int, interval: float = 0.0) -> list[float]:
     """Bare paho-mqtt QoS 1 echo through the broker (two hops, no SIPAS work), ms per sample."""
+    return echo_round_trip(
+        lambda name: paho_client(office, name), "127.0.0.1", office.port, samples, interval
+    )
+
+
+def echo_round_trip(
+    make_client: Callable[[str], mqtt.Client],
+    host: str,
+    port: int,
+    samples: int,
+    interval: float = 0.0,
+) -> list[float]:
+    """Publish QoS 1, a second client republishes, the first receives it: ms per sample (the
+    first 10 are warm-up and dropped). The baseline of the latency benchmarks."""
     got = threading.Event()
     clients = []
 
     def client(name: str) -> mqtt.Client:
-        c = paho_client(office, name)
-        c.connect("127.0.0.1", office.port)
+        c = make_client(name)
+        c.connect(host, port)
         c.loop_start()
         clients.append(c)
         return c

@@ -18,7 +18,6 @@ import json
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -27,22 +26,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._common import echo_round_trip, summary  # noqa: E402
 from hub.broker import find_free_port  # noqa: E402
 from hub.config import Settings  # noqa: E402
 from hub.ingest import nodelay  # noqa: E402
 from hub.service import HubService  # noqa: E402
 from provisioning.simulate import SimTerminal  # noqa: E402
-
-
-def summary(ms: list[float]) -> dict[str, float]:
-    q = statistics.quantiles(ms, n=100, method="inclusive")
-    return {
-        "p50": round(q[49], 3),
-        "p99": round(q[98], 3),
-        "mean": round(statistics.fmean(ms), 3),
-        "min": round(min(ms), 3),
-        "max": round(max(ms), 3),
-    }
 
 
 def press_to_ack(hub: HubService, workdir: Path, samples: int) -> list[float]:
@@ -69,35 +58,14 @@ def press_to_ack(hub: HubService, workdir: Path, samples: int) -> list[float]:
 
 def raw_round_trip(hub: HubService, samples: int) -> list[float]:
     st = hub.settings
-    got = threading.Event()
 
-    def client(name: str) -> mqtt.Client:
+    def make(name: str) -> mqtt.Client:
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-{name}")
         c.username_pw_set(st.mqtt_user, st.mqtt_password)
         c.on_socket_open = nodelay
-        c.connect(st.mqtt_host, st.mqtt_port)
-        c.loop_start()
         return c
 
-    echo, probe = client("echo"), client("probe")
-    echo.on_message = lambda c, u, m: c.publish("sipas/v1/bench/pong", m.payload, qos=1)
-    probe.on_message = lambda c, u, m: got.set()
-    echo.subscribe("sipas/v1/bench/ping", qos=1)
-    probe.subscribe("sipas/v1/bench/pong", qos=1)
-    time.sleep(0.5)
-    out = []
-    for i in range(samples + 10):
-        got.clear()
-        t0 = time.perf_counter()
-        probe.publish("sipas/v1/bench/ping", b"x" * 48, qos=1)
-        if not got.wait(5):
-            raise SystemExit("raw echo lost a message")
-        if i >= 10:
-            out.append((time.perf_counter() - t0) * 1000)
-    for c in (echo, probe):
-        c.disconnect()
-        c.loop_stop()
-    return out
+    return echo_round_trip(make, st.mqtt_host, st.mqtt_port, samples)
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ from hub.ingest import MAX_QUARANTINED, Ingestor
 from hub.models import Quarantine, Rating, Terminal
 from hub.registry import add_terminal
 from provisioning.simulate import firmware_path
+from tests.helpers import record
 
 firmware_path()
 from app import codec  # noqa: E402
@@ -31,23 +32,6 @@ def env(tmp_path: Path):
     term, device = add_terminal(engine, office=OFFICE, desk="quay-1")
     yield engine, Ingestor(engine, OFFICE), device
     engine.dispose()
-
-
-def record(
-    device: dict, seq: int, *, flags: int = 0, level: int = 1, t: int | None = None
-) -> bytes:
-    return codec.encode_rating(
-        device["terminal_id"],
-        bytes.fromhex(device["hub_key"]),
-        bytes.fromhex(device["district_key"]),
-        flags,
-        device["epoch"],
-        seq,
-        int(time.time()) if t is None else t,
-        level,
-        0,
-        3,
-    )
 
 
 def topic(device: dict, leaf: str = "rating", office: str = OFFICE) -> str:
