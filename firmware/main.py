@@ -5,15 +5,22 @@ from app.hal import Board
 
 
 def run():
-    cfg = config.load("/config.json")
-    board = Board(cfg["scale"])
+    try:
+        cfg = config.load("/config.json")
+    except config.ConfigError as e:
+        print("not provisioned:", e)
+        board = Board()
+        while True:  # a technician can still reach the REPL and provision it
+            board.feedback("not_provisioned", 0)
+            board.sleep_ms(5000)
+    board = Board(max(cfg["scale"], 4) if cfg["reason_s"] else cfg["scale"])
     board.start_watchdog()
     board.connect_wifi(cfg["wifi_ssid"], cfg["wifi_password"])
     app = App(cfg, board)
     synced = False
     while True:
-        for level in board.read_presses():
-            app.press(level)
+        for n in board.read_presses():
+            app.button(n)
         if not synced and board.network_up():
             board.sync_ntp()
             synced = True

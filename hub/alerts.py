@@ -393,7 +393,11 @@ class AlertEngine:
         recent: builtins.list[Any] = []
         for r in ratings:
             try:
-                if getattr(r, "test", False) or getattr(r, "repeat", False):
+                if (
+                    getattr(r, "test", False)
+                    or getattr(r, "repeat", False)
+                    or getattr(r, "followup", False)
+                ):
                     continue
                 if self._on("negative") and is_negative(int(r.level), int(r.scale)):
                     cands.append(self._negative(r))

@@ -87,6 +87,11 @@ class NewRating:
     chain: str = ""
     id: int | None = None
 
+    @property
+    def followup(self) -> bool:
+        """The reason given after a negative rating (the rating itself is the previous seq)."""
+        return bool(self.flags & protocol.FLAG_FOLLOWUP)
+
     def params(self) -> tuple[object, ...]:
         db_time = office.db_time
         return tuple(
@@ -266,7 +271,7 @@ class Ingestor:
             official = office.on_duty(s, desk_id=known.desk, at=at)
             # Repeats, test presses and presses stamped only on arrival (no clock: maybe hours
             # late) never take a case from the citizen at the desk now.
-            if not (r.repeat or r.test or r.clock_unknown):
+            if not (r.repeat or r.test or r.clock_unknown or r.followup):
                 case_id, link = office.link_case(
                     s, desk_id=known.desk, press_time=at, window=self.case_window
                 )
@@ -305,6 +310,8 @@ class Ingestor:
 
     def _auto_exclusions(self, row: NewRating, known: _Known) -> list[str]:
         out = []
+        if row.followup:
+            out.append("reason_followup")  # a reason for the rating before it, not a rating
         if row.repeat:
             out.append("repeat")
         if row.test:

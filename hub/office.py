@@ -41,6 +41,7 @@ NOT_LINKED = "not_linked"  # repeats and test presses never take a case
 
 # Exclusion reasons (DESIGN.md 6). Automatic ones are recorded by the hub at ingest.
 AUTO_REASONS = {
+    "reason_followup": "lý do cho đánh giá liền trước / the reason for the rating before it",
     "repeat": "bấm lặp trong thời gian khoá / repeated press within the lockout",
     "second_for_case": "hồ sơ đã được đánh giá / the case already has a rating",
     "test": "bấm thử của kỹ thuật viên / technician test press",

@@ -21,7 +21,8 @@ FLAG_CLOCK_UNKNOWN = 1
 FLAG_REPEAT = 2
 FLAG_TEST = 4
 FLAG_PROMPTED = 8
-_FLAGS_KNOWN = 15
+FLAG_FOLLOWUP = 16
+_FLAGS_KNOWN = 31
 
 TERMINAL_ID_RE = re.compile(r"^t-[0-9a-f]{12}$")
 OFFICE_ID_RE = re.compile(r"^[a-z0-9-]{1,32}$")
@@ -80,6 +81,10 @@ class RatingRecord:
     @property
     def prompted(self) -> bool:
         return bool(self.flags & FLAG_PROMPTED)
+
+    @property
+    def followup(self) -> bool:
+        return bool(self.flags & FLAG_FOLLOWUP)
 
 
 def decode_rating(payload: bytes) -> RatingRecord:

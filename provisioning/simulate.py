@@ -53,6 +53,7 @@ class HostBoard:
         self.feedbacks: list[tuple[str, int]] = []
         self.on_feedback = on_feedback
         self.watchdog_fed = 0
+        self.resets = 0
 
     # MicroPython's tick arithmetic: ticks wrap every 2**30 ms (12.4 days) and differences are
     # signed, so the simulator meets the same wrap-around as a terminal left on for weeks.
@@ -92,6 +93,10 @@ class HostBoard:
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return s
 
+    def reset(self) -> None:
+        """machine.reset() on the device: here, count it (the simulator keeps running)."""
+        self.resets += 1
+
     def feed_watchdog(self) -> None:
         self.watchdog_fed += 1
 
@@ -113,7 +118,7 @@ class SimTerminal:
         cfg["outbox_dir"] = str(workdir / "outbox")
         self.cfg = fw_config.validate(cfg)
         self.board = HostBoard(**board_kw)
-        self.app = App(self.cfg, self.board)
+        self.app = App(self.cfg, self.board, config_path=str(workdir / "config.json"))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -123,8 +128,15 @@ class SimTerminal:
         return str(self.cfg["terminal_id"])
 
     def press(self, level: int, reason: int = 0, test: bool = False) -> int | None:
+        """A rating, as the hub's tests need it (a level, directly)."""
         with self._lock:
             seq: int | None = self.app.press(level, reason, test)
+            return seq
+
+    def button(self, n: int) -> int | None:
+        """A physical button press (after a negative rating, it may choose the reason)."""
+        with self._lock:
+            seq: int | None = self.app.button(n)
             return seq
 
     def step(self, timeout_ms: int = 20) -> None:

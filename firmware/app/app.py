@@ -2,9 +2,10 @@
 # Hardware, clock and sockets come from `board` (app/hal.py on the ESP32, a host board on CPython);
 # nothing here touches hardware directly, so the same code runs in the simulator and the tests.
 import json
+import os
 from binascii import hexlify, unhexlify
 
-from app import codec
+from app import codec, config
 from app.mqtt import MQTTClient, MQTTError
 from app.outbox import Outbox, OutboxFull
 
@@ -15,13 +16,48 @@ OFFLINE = b'{"v":1,"state":"offline"}'
 FB_SAVED = "saved"
 FB_SAVED_OFFLINE = "saved_offline"
 FB_REPEAT = "repeat"
+FB_NEARLY_FULL = "nearly_full"
 FB_FULL = "full"
 FB_ERROR = "error"
+FB_ASK_REASON = "ask_reason"
+FB_REASON = "reason"
+FB_NOT_PROVISIONED = "not_provisioned"
+
+
+# Identity and keys come only from provisioning, never from a remote command.
+FIXED_KEYS = (
+    "terminal_id",
+    "office",
+    "epoch",
+    "hub_key",
+    "district_key",
+    "mqtt_password",
+    "outbox_dir",
+)
+
+
+def _count_boot(path):
+    # Boot counter for the heartbeat (a terminal that keeps rebooting shows it).
+    n = 0
+    try:
+        with open(path) as f:
+            n = int(f.read() or 0)
+    except (OSError, ValueError):
+        pass
+    try:
+        with open(path, "w") as f:
+            f.write(str(n + 1))
+    except OSError:
+        pass
+    return n + 1
 
 
 class App:
-    def __init__(self, cfg, board, outbox=None, client_factory=MQTTClient):
+    def __init__(
+        self, cfg, board, outbox=None, client_factory=MQTTClient, config_path="/config.json"
+    ):
         self.cfg = cfg
+        self.config_path = config_path
         self.board = board
         self.tid = cfg["terminal_id"]
         self.hub_key = unhexlify(cfg["hub_key"])
@@ -44,11 +80,30 @@ class App:
         self._last_beat_ms = None
         self._beat_due = False
         self.prompt_until = None
+        self._reboot = False
+        self._reason_from = None  # ticks of the negative press whose reason is being asked
+        self._reason_level = 0
+        self.boots = _count_boot(cfg["outbox_dir"] + "/boots")
         self.events = []  # (kind, detail) for the host simulator's display; bounded below
 
     # -- citizen side ------------------------------------------------------------------------
+    def button(self, n):
+        # A debounced press of button n (1 = leftmost). Right after a negative rating the buttons
+        # mean the reasons printed under them, for reason_s seconds.
+        b = self.board
+        if self._reason_from is not None:
+            since = b.ticks_diff(b.ticks_ms(), self._reason_from)
+            if 0 <= since < self.cfg["reason_s"] * 1000 and n <= codec.REASON_MAX:
+                level, self._reason_from = self._reason_level, None
+                seq = self._store(level, n, codec.FLAG_FOLLOWUP)
+                if seq is not None:
+                    b.feedback(FB_REASON, n)
+                return seq
+            self._reason_from = None
+        return self.press(n)
+
     def press(self, level, reason=0, test=False):
-        # Called on a debounced button press. Returns the stored seq, or None if refused.
+        # A rating. Returns the stored seq, or None if refused (outbox full).
         b = self.board
         now = b.ticks_ms()
         flags = codec.FLAG_TEST if test else 0
@@ -65,22 +120,46 @@ class App:
             if b.ticks_diff(self.prompt_until, now) > 0:
                 flags |= codec.FLAG_PROMPTED
             self.prompt_until = None
+        seq = self._store(level, reason, flags)
+        if seq is None:
+            return None
+        if repeat:
+            kind = FB_REPEAT
+        elif self.outbox.depth() * 10 >= self.outbox.capacity * 9:
+            kind = FB_NEARLY_FULL
+        else:
+            kind = FB_SAVED if self.online() else FB_SAVED_OFFLINE
+        b.feedback(kind, level)
+        if (
+            not repeat
+            and not test
+            and self.cfg["reason_s"]
+            and codec.is_negative(level, self.cfg["scale"])
+        ):
+            self._reason_from, self._reason_level = now, level
+            b.feedback(FB_ASK_REASON, level)
+        return seq
+
+    def _store(self, level, reason, flags):
+        # Sign and write one record to flash; None (and the "full" pattern) if there is no room.
+        b = self.board
         t = b.time()
         if t is None:
             flags |= codec.FLAG_CLOCK_UNKNOWN
             t = b.ticks_ms() // 1000
         seq = self.outbox.next_seq()
+        cfg = self.cfg
         rec = codec.encode_rating(
             self.tid,
             self.hub_key,
             self.district_key,
             flags,
-            self.cfg["epoch"],
+            cfg["epoch"],
             seq,
             t,
             level,
             reason,
-            self.cfg["scale"],
+            cfg["scale"],
         )
         try:
             self.outbox.append(rec)
@@ -88,8 +167,6 @@ class App:
             b.feedback(FB_FULL, level)
             self._event("full", level)
             return None
-        kind = FB_REPEAT if repeat else (FB_SAVED if self.online() else FB_SAVED_OFFLINE)
-        b.feedback(kind, level)
         self._event("press", seq)
         return seq
 
@@ -113,6 +190,14 @@ class App:
             self.client.poll(timeout_ms)
         except (OSError, MQTTError) as e:
             self._drop("link lost: %s" % e)
+        if self._reboot:
+            self._reboot = False
+            if self.client is not None:
+                try:
+                    self.client.disconnect()
+                except Exception:
+                    pass
+            b.reset()  # ratings are safe in flash: nothing to lose
 
     def _expire(self, now):
         # Forget a finished lockout or prompt: ticks wrap on the device (every 2**30 ms, 12.4 days),
@@ -126,6 +211,10 @@ class App:
             self._last_rating_ms = None
         if self.prompt_until is not None and b.ticks_diff(self.prompt_until, now) <= 0:
             self.prompt_until = None
+        if self._reason_from is not None and not (
+            0 <= b.ticks_diff(now, self._reason_from) < self.cfg["reason_s"] * 1000
+        ):
+            self._reason_from = None
 
     def _connect(self):
         b = self.board
@@ -227,6 +316,7 @@ class App:
             "last_seq": last,
             "outbox": self.outbox.depth(),
             "uptime": now // 1000,
+            "boots": self.boots,
             "time": t or 0,
             "clock": t is not None,
             "tag": hexlify(codec.tag(self.hub_key, msg)).decode(),
@@ -271,10 +361,41 @@ class App:
             self.board.feedback("prompt", 0)
         elif cmd == "time" and isinstance(args.get("time"), int):
             self.board.set_time(args["time"])
+        elif cmd == "config":
+            error = self._reconfigure(args)
+            if error:
+                reply = {"v": 1, "id": cid, "ok": False, "error": error}
+        elif cmd == "reboot":
+            self._reboot = True  # after the reply is out: see step()
         else:
             reply = {"v": 1, "id": cid, "ok": False, "error": "unknown command: %s" % cmd}
         if self.online():
             self.client.publish(self.t_reply, json.dumps(reply), qos=1)
+
+    def _reconfigure(self, changes):
+        # Validate the whole new configuration, write it to a temporary file and rename it over
+        # the old one (atomic on littlefs), then apply it. Returns an error text, or None.
+        if not isinstance(changes, dict) or not changes:
+            return "config needs a non-empty object of settings"
+        for k in changes:
+            if k in FIXED_KEYS:
+                return "%s cannot be changed remotely: re-provision the terminal" % k
+        new = dict(self.cfg)
+        new.update(changes)
+        try:
+            new = config.validate(new)
+        except config.ConfigError as e:
+            return "rejected: %s" % e
+        tmp = self.config_path + ".tmp"
+        try:
+            with open(tmp, "w") as f:
+                f.write(json.dumps(new))
+            os.rename(tmp, self.config_path)
+        except OSError as e:
+            return "could not save the configuration: %s" % e
+        self.cfg = new
+        self._last_beat_ms = None  # report the change at once
+        return None
 
     def _event(self, kind, detail):
         self.events.append((kind, detail))

@@ -20,7 +20,8 @@ FLAG_CLOCK_UNKNOWN = const(1)
 FLAG_REPEAT = const(2)
 FLAG_TEST = const(4)
 FLAG_PROMPTED = const(8)
-FLAGS_KNOWN = const(15)
+FLAG_FOLLOWUP = const(16)
+FLAGS_KNOWN = const(31)
 
 REASON_NONE = const(0)
 REASON_MAX = const(4)
@@ -29,6 +30,11 @@ _BODY_FMT = "<BBHIIBBBB"
 _RATING_PREFIX = b"SIPAS-R1"
 _STATUS_PREFIX = b"SIPAS-S1"
 _BLOCK = const(64)
+
+
+def is_negative(level, scale):
+    # Levels that count as dissatisfied: the last one on 3 levels, the last two on 4 and 5.
+    return level > scale - (1 if scale == 3 else 2)
 
 
 def hmac_sha256(key, msg):

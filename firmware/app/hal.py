@@ -16,6 +16,10 @@ DEBOUNCE_MS = 30
 EPOCH_OFFSET = 946684800 if time.gmtime(0)[0] == 2000 else 0
 
 _BEEPS = {
+    "nearly_full": ((2000, 60), (0, 60), (600, 200)),
+    "ask_reason": ((1500, 40), (0, 40), (1500, 40)),
+    "reason": ((2500, 60),),
+    "not_provisioned": ((300, 500),),
     "saved": ((2000, 60),),
     "saved_offline": ((2000, 60), (0, 60), (1500, 60)),
     "repeat": ((1200, 30),),
@@ -123,6 +127,9 @@ class Board:
         self.buzzer.duty(0)
         if 1 <= level <= len(self.leds):
             self.leds[level - 1].value(0)
+
+    def reset(self):
+        machine.reset()
 
     def stats(self):
         import gc

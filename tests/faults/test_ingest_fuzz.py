@@ -106,7 +106,7 @@ class Fields:
     def well_formed(self) -> bool:
         return (
             self.version == 1
-            and self.flags < 16
+            and self.flags < 32
             and self.reserved == 0
             and self.epoch >= 1
             and self.seq >= 1
@@ -268,7 +268,7 @@ u32 = st.integers(0, 2**32 - 1)
 def valid_fields(draw: Any, epoch: int, seq: int) -> Fields:
     scale = draw(st.sampled_from((3, 4, 5)))
     return Fields(
-        flags=draw(st.integers(0, 15)),
+        flags=draw(st.integers(0, 31)),
         epoch=epoch,
         seq=seq,
         press_time=draw(u32),
@@ -280,7 +280,7 @@ def valid_fields(draw: Any, epoch: int, seq: int) -> Fields:
 
 BAD_FIELDS = {
     "version": lambda f: replace(f, version=2),
-    "flags": lambda f: replace(f, flags=f.flags | 0x10),
+    "flags": lambda f: replace(f, flags=f.flags | 0x20),
     "reserved": lambda f: replace(f, reserved=1),
     "epoch 0": lambda f: replace(f, epoch=0),
     "seq 0": lambda f: replace(f, seq=0),

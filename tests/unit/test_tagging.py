@@ -219,3 +219,23 @@ def test_a_case_gets_at_most_one_late_rating(env) -> None:
     later = [press(ing, dev["quay-1"], n, T0 + timedelta(minutes=m)) for n, m in ((2, 25), (3, 90))]
     assert (first.case_id, first.link_status) == (c, ofc.LATE)
     assert [(r.case_id, r.link_status) for r in later] == [(None, ofc.NO_CASE)] * 2
+
+
+def test_reason_followup_is_kept_but_never_counted_as_a_rating(env) -> None:
+    engine, ing, dev = env
+    from app import codec
+
+    c = case(engine, "HS-F", "quay-1", T0)
+    rating = press(ing, dev["quay-1"], 1, T0 + timedelta(minutes=1), level=3)
+    follow = press(
+        ing,
+        dev["quay-1"],
+        2,
+        T0 + timedelta(minutes=1, seconds=3),
+        level=3,
+        reason=1,
+        flags=codec.FLAG_FOLLOWUP,
+    )
+    assert (rating.case_id, rating.link_status) == (c, ofc.LINKED)
+    assert (follow.case_id, follow.link_status, follow.reason) == (None, ofc.NOT_LINKED, 1)
+    assert reasons(engine, follow.id) == ["reason_followup"] and reasons(engine, rating.id) == []
