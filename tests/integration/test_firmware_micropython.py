@@ -127,3 +127,35 @@ def test_full_rating_cycle_under_micropython(micropython) -> None:
     # Heap growth of a full cycle (press, sign, flash, publish, heartbeat) on MicroPython; the
     # firmware issue's budget is 40 KB.
     assert r["heap_bytes"] < 40_000, r["heap_bytes"]
+
+
+REASON_AND_CONFIG = (
+    APP_CYCLE.split("cfg = config.validate")[0]
+    + """
+cfg = config.validate({"terminal_id": "t-0123456789ab", "office": "office-test", "epoch": 1,
+                       "hub_key": "11" * 32, "district_key": "22" * 32, "broker_host": "hub",
+                       "mqtt_password": "pw", "outbox_dir": "ob"})
+board = Board()
+app = App(cfg, board, client_factory=Client, config_path="config.json")
+app.step(0)
+app.button(3)
+board.t += 2000
+app.button(2)
+from app import codec
+recs = [codec.decode_rating(r) for s, r in app.outbox.pending(0, 10)]
+app._on_message(app.t_cmd, b'{"v":1,"id":"c1","cmd":"config","args":{"lockout_s":20}}')
+app._on_message(app.t_cmd, b'{"v":1,"id":"c2","cmd":"config","args":{"scale":9}}')
+replies = [json.loads(m) for t, m in Client.inst.published if t.endswith("/reply")]
+saved = json.loads(open("config.json").read())
+print(json.dumps({"flags": [r[1] for r in recs], "reasons": [r[6] for r in recs],
+                  "replies": [r["ok"] for r in replies], "saved_lockout": saved["lockout_s"],
+                  "fb": [k for k, _ in board.fb]}))
+"""
+)
+
+
+def test_reason_step_and_remote_config_under_micropython(micropython) -> None:
+    r = last_json(micropython.run(REASON_AND_CONFIG))
+    assert r["flags"] == [0, 16] and r["reasons"] == [0, 2]
+    assert r["replies"] == [True, False] and r["saved_lockout"] == 20
+    assert r["fb"] == ["saved", "ask_reason", "reason"]
