@@ -19,8 +19,7 @@ def run():
     app = App(cfg, board)
     synced = False
     while True:
-        for n in board.read_presses():
-            app.button(n)
+        app.service_buttons()
         if not synced and board.network_up():
             board.sync_ntp()
             synced = True

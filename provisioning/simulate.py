@@ -53,6 +53,8 @@ class HostBoard:
         self.feedbacks: list[tuple[str, int]] = []
         self.on_feedback = on_feedback
         self.watchdog_fed = 0
+        self._pressed: list[int] = []
+        self.unreachable_s = 0.0
         self.resets = 0
 
     # MicroPython's tick arithmetic: ticks wrap every 2**30 ms (12.4 days) and differences are
@@ -86,9 +88,26 @@ class HostBoard:
     def network_up(self) -> bool:
         return self.network
 
-    def open_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+    def read_presses(self) -> list[int]:
+        """Buttons pressed since the last call (``queue_press`` stands in for the IRQ handler)."""
+        out, self._pressed = self._pressed, []
+        return out
+
+    def queue_press(self, n: int) -> None:
+        self._pressed.append(n)
+
+    def open_socket(
+        self, host: str, port: int, timeout: float, idle: Callable[[], None] | None = None
+    ) -> socket.socket:
         if not self.network:
             raise OSError("network down (simulated)")
+        if self.unreachable_s:  # a hub that is switched off: the connect attempt times out
+            end = time.monotonic() + min(self.unreachable_s, timeout)
+            while time.monotonic() < end:
+                time.sleep(0.05)
+                if idle:
+                    idle()
+            raise OSError("connect timed out (simulated unreachable hub)")
         s = socket.create_connection((host, port), timeout=timeout)
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return s

@@ -102,6 +102,11 @@ class App:
             self._reason_from = None
         return self.press(n)
 
+    def service_buttons(self):
+        # Presses waiting on the board (the main loop also calls this between steps).
+        for n in self.board.read_presses():
+            self.button(n)
+
     def press(self, level, reason=0, test=False):
         # A rating. Returns the stored seq, or None if refused (outbox full).
         b = self.board
@@ -233,7 +238,7 @@ class App:
             password=cfg["mqtt_password"],
             keepalive=cfg["keepalive_s"],
             timeout=5,
-            sock_factory=b.open_socket,
+            sock_factory=lambda h, p, t: b.open_socket(h, p, t, self.service_buttons),
             ticks_ms=b.ticks_ms,
         )
         c.on_message = self._on_message

@@ -1,5 +1,7 @@
 # The ESP32 hardware layer: the only firmware module that imports machine/network.
 # Everything else receives this Board (or the host simulator's) and never touches hardware.
+import errno
+import select
 import socket
 import time
 
@@ -102,12 +104,33 @@ class Board:
         if not self.wlan.isconnected():
             self.wlan.connect(ssid, password)
 
-    def open_socket(self, host, port, timeout):
+    def open_socket(self, host, port, timeout, idle=None):
+        # Non-blocking connect in 50 ms slices, calling idle() between them: while the hub is
+        # unreachable a connect attempt takes seconds, and presses must still get their feedback.
         addr = socket.getaddrinfo(host, port)[0][-1]
         s = socket.socket()
         try:
+            s.setblocking(False)
+            try:
+                s.connect(addr)
+            except OSError as e:
+                if e.errno not in (errno.EINPROGRESS, errno.EALREADY):
+                    raise
+            p = select.poll()
+            p.register(s, select.POLLOUT)
+            start = time.ticks_ms()
+            while True:
+                ev = p.poll(50)
+                if ev:
+                    if ev[0][1] & (select.POLLERR | select.POLLHUP):
+                        raise OSError(errno.ECONNREFUSED)
+                    break
+                if idle:
+                    idle()
+                if time.ticks_diff(time.ticks_ms(), start) > timeout * 1000:
+                    raise OSError(errno.ETIMEDOUT)
+            s.setblocking(True)
             s.settimeout(timeout)
-            s.connect(addr)
         except OSError:
             s.close()
             raise

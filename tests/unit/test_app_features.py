@@ -148,3 +148,30 @@ def test_boot_counter_survives_restarts(make) -> None:
     first, _ = make()
     second, _ = make()
     assert (first.boots, second.boots) == (1, 2)
+
+
+def test_presses_get_feedback_while_a_connect_attempt_hangs(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    from provisioning.simulate import SimTerminal
+
+    term = SimTerminal({**DEVICE, "broker_port": 9}, tmp_path)
+    board = term.board
+    board.unreachable_s = 1.5  # the hub is switched off: each connect attempt blocks 1.5 s
+    stamps: list[float] = []
+    board.on_feedback = lambda kind, level: stamps.append(time.monotonic())
+    pressed_at: list[float] = []
+
+    def citizen() -> None:
+        time.sleep(0.3)
+        pressed_at.append(time.monotonic())
+        board.queue_press(1)
+
+    t = threading.Thread(target=citizen)
+    t.start()
+    term.app.step(0)  # blocks in the connect attempt
+    t.join()
+    assert stamps, "no feedback during the connect attempt"
+    assert stamps[0] - pressed_at[0] < 0.2  # 50 ms slices: feedback well inside the attempt
+    assert term.depth() == 1
