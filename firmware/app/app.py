@@ -2,10 +2,9 @@
 # Hardware, clock and sockets come from `board` (app/hal.py on the ESP32, a host board on CPython);
 # nothing here touches hardware directly, so the same code runs in the simulator and the tests.
 import json
-import os
 from binascii import hexlify, unhexlify
 
-from app import codec, config
+from app import codec, commands
 from app.mqtt import MQTTClient, MQTTError
 from app.outbox import Outbox, OutboxFull
 
@@ -22,34 +21,6 @@ FB_ERROR = "error"
 FB_ASK_REASON = "ask_reason"
 FB_REASON = "reason"
 FB_NOT_PROVISIONED = "not_provisioned"
-
-
-# Identity and keys come only from provisioning, never from a remote command.
-FIXED_KEYS = (
-    "terminal_id",
-    "office",
-    "epoch",
-    "hub_key",
-    "district_key",
-    "mqtt_password",
-    "outbox_dir",
-)
-
-
-def _count_boot(path):
-    # Boot counter for the heartbeat (a terminal that keeps rebooting shows it).
-    n = 0
-    try:
-        with open(path) as f:
-            n = int(f.read() or 0)
-    except (OSError, ValueError):
-        pass
-    try:
-        with open(path, "w") as f:
-            f.write(str(n + 1))
-    except OSError:
-        pass
-    return n + 1
 
 
 class App:
@@ -80,10 +51,10 @@ class App:
         self._last_beat_ms = None
         self._beat_due = False
         self.prompt_until = None
-        self._reboot = False
+        self.reboot_pending = False
         self._reason_from = None  # ticks of the negative press whose reason is being asked
         self._reason_level = 0
-        self.boots = _count_boot(cfg["outbox_dir"] + "/boots")
+        self.boots = commands.count_boot(cfg["outbox_dir"] + "/boots")
         self.events = []  # (kind, detail) for the host simulator's display; bounded below
 
     # -- citizen side ------------------------------------------------------------------------
@@ -195,8 +166,8 @@ class App:
             self.client.poll(timeout_ms)
         except (OSError, MQTTError) as e:
             self._drop("link lost: %s" % e)
-        if self._reboot:
-            self._reboot = False
+        if self.reboot_pending:
+            self.reboot_pending = False
             if self.client is not None:
                 try:
                     self.client.disconnect()
@@ -354,53 +325,12 @@ class App:
             self._command(msg)
 
     def _command(self, msg):
-        cid = msg.get("id")
-        cmd = msg.get("cmd")
-        args = msg.get("args") or {}
-        reply = {"v": 1, "id": cid, "ok": True}
-        if cmd == "identify":
-            self.board.feedback("identify", 0)
-        elif cmd == "prompt":
-            window = min(int(args.get("window", 600)), 3600) * 1000
-            self.prompt_until = self.board.ticks_add(self.board.ticks_ms(), window)
-            self.board.feedback("prompt", 0)
-        elif cmd == "time" and isinstance(args.get("time"), int):
-            self.board.set_time(args["time"])
-        elif cmd == "config":
-            error = self._reconfigure(args)
-            if error:
-                reply = {"v": 1, "id": cid, "ok": False, "error": error}
-        elif cmd == "reboot":
-            self._reboot = True  # after the reply is out: see step()
-        else:
-            reply = {"v": 1, "id": cid, "ok": False, "error": "unknown command: %s" % cmd}
+        reply = commands.handle(self, msg)
         if self.online():
             self.client.publish(self.t_reply, json.dumps(reply), qos=1)
 
-    def _reconfigure(self, changes):
-        # Validate the whole new configuration, write it to a temporary file and rename it over
-        # the old one (atomic on littlefs), then apply it. Returns an error text, or None.
-        if not isinstance(changes, dict) or not changes:
-            return "config needs a non-empty object of settings"
-        for k in changes:
-            if k in FIXED_KEYS:
-                return "%s cannot be changed remotely: re-provision the terminal" % k
-        new = dict(self.cfg)
-        new.update(changes)
-        try:
-            new = config.validate(new)
-        except config.ConfigError as e:
-            return "rejected: %s" % e
-        tmp = self.config_path + ".tmp"
-        try:
-            with open(tmp, "w") as f:
-                f.write(json.dumps(new))
-            os.rename(tmp, self.config_path)
-        except OSError as e:
-            return "could not save the configuration: %s" % e
-        self.cfg = new
-        self._last_beat_ms = None  # report the change at once
-        return None
+    def beat_now(self):
+        self._last_beat_ms = None
 
     def _event(self, kind, detail):
         self.events.append((kind, detail))
