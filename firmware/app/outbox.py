@@ -51,6 +51,7 @@ class Outbox:
         # Seqs whose slot fails its CRC (flash damage): never sent, and passed by the watermark as
         # if acknowledged, so one bad slot cannot pin the outbox; the hub reports the gap.
         self._bad = set()
+        self._torn = False  # a failed append left bytes after the last whole slot
         if not _exists(root):
             os.mkdir(root)
         self.watermark = self._load_state()
@@ -110,24 +111,32 @@ class Outbox:
 
     def _repair_tail(self):
         # A power cut during an append can leave a partial slot at the end of the newest segment
-        # (littlefs itself commits whole appends, other filesystems may not): cut it off. That
-        # record was never confirmed nor published. Whole slots are kept, even damaged ones, so
-        # that no sequence number that reached flash is handed out again.
-        name = self._segs[-1]
-        size = os.stat(self._path(name))[6]
-        keep = size - size % SLOT
-        if keep == size:
-            return
+        # (littlefs itself commits whole appends, other filesystems may not), or the segment an
+        # append had just created without any slot (littlefs commits a file's creation at open):
+        # cut it off. That record was never confirmed nor published. Whole slots are kept, even
+        # damaged ones, so that no sequence number that reached flash is handed out again.
+        size = os.stat(self._path(self._segs[-1]))[6]
+        self._cut_tail(size - size % SLOT)
+
+    def _cut_tail(self, keep):
+        # Cut the newest segment back to its first `keep` bytes (whole slots); one left without a
+        # slot is removed. So slot n of "<epoch>_<first>.seg" always holds seq first + n.
+        path = self._path(self._segs[-1])
+        self._tail_count = keep // SLOT
         if keep == 0:
-            os.remove(self._path(name))
+            if _exists(path):
+                os.remove(path)
             self._segs.pop()
+            self._tail_count = SEG_RECORDS  # a segment is only started after a full one (or none)
             return
-        with open(self._path(name), "rb") as f:
+        if os.stat(path)[6] == keep:
+            return
+        with open(path, "rb") as f:
             data = f.read(keep)
         tmp = self._path("tail.tmp")
         with open(tmp, "wb") as f:
             f.write(data)
-        os.rename(tmp, self._path(name))
+        os.rename(tmp, path)
 
     # -- API ---------------------------------------------------------------------------------
     def depth(self):
@@ -144,16 +153,20 @@ class Outbox:
             raise ValueError("record out of sequence")
         if self.depth() >= self.capacity:
             raise OutboxFull()
-        if not self._segs or self._tail_count >= SEG_RECORDS:
-            self._segs.append("%05d_%010d.seg" % (self.epoch, seq))
-            self._tail_count = 0
         try:
+            if self._torn:
+                self._cut_tail(self._tail_count * SLOT)
+                self._torn = False
+            if not self._segs or self._tail_count >= SEG_RECORDS:
+                self._segs.append("%05d_%010d.seg" % (self.epoch, seq))
+                self._tail_count = 0
             with open(self._path(self._segs[-1]), "ab") as f:
                 f.write(record)
                 f.write(struct.pack("<I", crc32(record)))
         except OSError as e:
-            if self._tail_count == 0:
-                self._segs.pop()
+            # A failed write (flash full) may have left part of a slot, or a new empty segment: it
+            # is cut off before the next append, which would otherwise land out of step.
+            self._torn = True
             raise OutboxFull() from e
         self._tail_count += 1
         self.last_seq = seq

