@@ -8,11 +8,8 @@ import time
 import machine
 import network
 
-# Reference board (DevKitC-class ESP32). Buttons on RTC GPIOs, active-high with pull-downs, so
-# battery mode can wake on any of them through ext1. Level 1 (most satisfied) is the leftmost.
-BUTTON_PINS = (32, 33, 25, 26, 27)
-LED_PINS = (16, 17, 18, 19, 21)
-BUZZER_PIN = 23
+from app.pins import BUTTON_PINS, BUZZER_PIN, LED_PINS
+
 DEBOUNCE_MS = 30
 # Some MicroPython ports count time from 2000-01-01; the wire protocol uses Unix time.
 EPOCH_OFFSET = 946684800 if time.gmtime(0)[0] == 2000 else 0
