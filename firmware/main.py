@@ -1,29 +1,20 @@
-# Thin entry point on the ESP32: load the configuration, build the board, run the application.
-from app import config
-from app.app import App
-from app.hal import Board
+# Fixed entry point (written over USB, never over the air): the application itself is app/, which
+# an update replaces. If it fails to import or crashes, print why, leave 10 s for a technician's
+# Ctrl-C (the REPL), then reset: a failing new version counts as a failed boot and ota_boot.py
+# rolls it back after 3 tries; a failing version outside a trial ends in safe mode.
+import sys
+import time
 
+try:
+    from app import start
 
-def run():
-    try:
-        cfg = config.load("/config.json")
-    except config.ConfigError as e:
-        print("not provisioned:", e)
-        board = Board()
-        while True:  # a technician can still reach the REPL and provision it
-            board.feedback("not_provisioned", 0)
-            board.sleep_ms(5000)
-    board = Board(max(cfg["scale"], 4) if cfg["reason_s"] else cfg["scale"])
-    board.start_watchdog()
-    board.connect_wifi(cfg["wifi_ssid"], cfg["wifi_password"])
-    app = App(cfg, board)
-    synced = False
-    while True:
-        app.service_buttons()
-        if not synced and board.network_up():
-            board.sync_ntp()
-            synced = True
-        app.step(20)
+    start.run("/")
+except KeyboardInterrupt:
+    raise
+except BaseException as e:
+    sys.print_exception(e)
+    print("application failed: resetting in 10 s (Ctrl-C for the REPL)")
+    time.sleep(10)
+    import machine
 
-
-run()
+    machine.reset()

@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 
 from hub.broker import BrokerError
+from hub.commands import firmware as firmware_commands
 from hub.commands import office as office_commands
 from hub.commands.broker import app as broker_app
 from hub.config import Settings
@@ -22,6 +23,7 @@ terminals_app = typer.Typer(help="Register and list terminals.", no_args_is_help
 app.add_typer(terminals_app, name="terminals")
 app.add_typer(broker_app, name="broker")
 office_commands.register(app)
+firmware_commands.register(terminals_app)  # terminals update / rollouts
 err = Console(stderr=True)
 
 

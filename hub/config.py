@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     case_window_minutes: int = Field(
         10, ge=1, le=240, description="a rating links to a case handed back this recently"
     )
+    rollout_timeout_s: float = Field(
+        600, ge=1, le=86400, description="over-the-air update: wait this long for each terminal"
+    )
 
     @field_validator("mqtt_password", "api_token")
     @classmethod

@@ -42,6 +42,10 @@ class Result:
     counts: Counter[str] = field(default_factory=Counter)
     stored: list[NewRating] = field(default_factory=list)
     statuses: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    replies: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # command replies
+    # statuses and replies together, in the order they arrived (an update rollout needs it: a
+    # terminal replies to the command before it reboots and reports its new version)
+    from_terminals: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     quarantined: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -177,6 +181,8 @@ class Ingestor:
             total.counts.update(res.counts)
             total.stored += res.stored
             total.statuses += res.statuses
+            total.replies += res.replies
+            total.from_terminals += res.from_terminals
             total.quarantined += res.quarantined
         return total
 
@@ -217,6 +223,14 @@ class Ingestor:
             self._status(s, t, tid, payload, res)
         else:
             res.counts["replies"] += 1
+            try:  # handed to whoever waits for it (an update rollout); nothing is stored
+                reply = json.loads(payload.decode("utf-8"))
+            except (ValueError, RecursionError):
+                log.warning("unreadable command reply on %s", t)
+                return
+            if isinstance(reply, dict):
+                res.replies.append((tid, reply))
+                res.from_terminals.append(("reply", tid, reply))
 
     def _rating(
         self,
@@ -348,6 +362,7 @@ class Ingestor:
             )
             res.commands.append((protocol.topic(self.office, tid, "cmd"), cmd))
         res.statuses.append((tid, st))
+        res.from_terminals.append(("status", tid, st))
         res.counts["status"] += 1
 
 

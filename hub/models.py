@@ -108,6 +108,42 @@ class AuditLog(SQLModel, table=True):
     detail: str = "{}"
 
 
+class Rollout(SQLModel, table=True):
+    """An over-the-air update of terminals to one firmware version, one terminal at a time
+    (hub/firmware.py)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    office: str = Field(index=True)
+    version: str
+    target: str = Field(description="terminal:<id> | desk:<id> | all")
+    state: str = Field(default="running", description="running | done | stopped | interrupted")
+    reason: str | None = Field(default=None, description="why it stopped or was interrupted")
+    timeout_s: float
+    actor: str
+    created_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+
+
+class RolloutStep(SQLModel, table=True):
+    """One terminal of a rollout, in the order it is (or would have been) updated."""
+
+    __table_args__ = (UniqueConstraint("rollout_id", "position", name="uq_rollout_position"),)
+    id: int | None = Field(default=None, primary_key=True)
+    rollout_id: int = Field(index=True)
+    position: int
+    terminal_id: str = Field(index=True)
+    state: str = Field(
+        default="pending",
+        description="pending | sent | staged | trial | updated | skipped | failed | not_started "
+        "| interrupted",
+    )
+    from_fw: str | None = None
+    reason: str | None = None
+    command_id: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
 class RatingBase(SQLModel):
     terminal_id: str = Field(index=True)
     epoch: int

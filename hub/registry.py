@@ -141,3 +141,44 @@ def replace_terminal(
         )
         s.commit()
     return term, device
+
+
+def retire_terminal(
+    engine: Engine,
+    *,
+    office: str,
+    terminal_id: str,
+    actor: str,
+    reason: str | None = None,
+    force: bool = False,
+) -> Terminal:
+    """Take a terminal out of service for good: its account leaves the broker at the next reload
+    and it comes off its desk. Its ratings (and the desk's history) stay as they are."""
+    with Session(engine) as s:
+        term = s.get(Terminal, terminal_id)
+        if term is None or term.office != office:
+            raise ValueError(f"terminal {terminal_id} is not registered here")
+        if not term.active:
+            raise ValueError(f"terminal {terminal_id} is already retired")
+        unsent = health(term).get("outbox") or 0
+        if unsent and not force:
+            raise ValueError(
+                f"terminal {terminal_id} still holds {unsent} unsent ratings: power it on where it "
+                "can reach the hub and wait for its outbox to empty, or retire it with force"
+            )
+        desk = term.desk
+        term.active = False
+        term.desk = None
+        s.add(term)
+        s.add(
+            AuditLog(
+                actor=actor,
+                action="retire",
+                entity="terminal",
+                entity_id=terminal_id,
+                detail=json.dumps({"desk": desk, "reason": reason, "unsent": unsent}),
+            )
+        )
+        s.commit()
+        s.refresh(term)
+    return term

@@ -14,7 +14,7 @@ import uvicorn
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from hub import protocol, registry
+from hub import firmware, protocol, registry
 from hub.alerts import AlertEngine
 from hub.api.app import create_app
 from hub.broker import Mosquitto
@@ -66,6 +66,16 @@ class HubService:
             "broker_port": settings.mqtt_port,
         }
         self.app.state.prompt = self.prompt_desk
+        self.rollouts = firmware.RolloutEngine(
+            self.engine,
+            office=settings.office,
+            store=firmware.FirmwareStore(settings.data_dir / "firmware"),
+            publish=self._publish_alert,
+            base_url=lambda: firmware.firmware_base_url(settings),
+            default_timeout_s=settings.rollout_timeout_s,
+        )
+        self.rollouts.recover()  # a rollout still "running" was cut short by a restart or crash
+        self.app.state.rollouts = self.rollouts
         self._server: uvicorn.Server | None = None
         self._api_thread: threading.Thread | None = None
 
@@ -104,6 +114,11 @@ class HubService:
         self.alerts.on_ratings(res.stored)
         for tid, status in res.statuses:
             self.alerts.on_status(tid, status)
+        for kind, tid, msg in res.from_terminals:  # in arrival order: reply, then new version
+            if kind == "reply":
+                self.rollouts.on_reply(tid, msg)
+            else:
+                self.rollouts.on_status(tid, msg)
         for topic, reason in res.quarantined:
             self.alerts.on_quarantine(topic, reason)
         if self._on_result:
@@ -183,6 +198,7 @@ class HubService:
 
     def stop(self) -> None:
         self._stopping.set()
+        self.rollouts.stop()  # a running rollout ends as "interrupted"
         self.alerts.close()  # ends open event streams so the API stops at once
         if self._server is not None:
             self._server.should_exit = True

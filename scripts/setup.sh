@@ -2,7 +2,7 @@
 # Installs what the hub (and, with --test, the test suite) needs, and nothing that is already there.
 # Idempotent; works as root or as a user with sudo. Says what it installs.
 #   scripts/setup.sh          Mosquitto + a Python virtual environment with the hub
-#   scripts/setup.sh --test   also Node.js + MicroPython (wasm) + the test tools
+#   scripts/setup.sh --test   also Node.js + MicroPython (wasm) + OpenSCAD + the test tools
 set -euo pipefail
 cd "$(dirname "$0")/.."
 want_test=0
@@ -16,6 +16,8 @@ debs=()
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
 have mosquitto || debs+=(mosquitto)
 have mosquitto_passwd || debs+=(mosquitto)
+# Vietnamese letters on the terminals' stickers (`sipas-provision label`).
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || debs+=(fonts-dejavu-core)
 PY=""
 for cand in python3.11 python3.12 python3.13 python3; do
   if command -v "$cand" >/dev/null 2>&1 && "$cand" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
@@ -27,6 +29,7 @@ if [ -n "$PY" ] && ! "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1; then deb
 if [ $want_test -eq 1 ]; then
   have node || debs+=(nodejs)
   have npm || debs+=(npm)
+  have openscad || debs+=(openscad)  # renders hardware/enclosure.scad in the tests
 fi
 if [ ${#debs[@]} -gt 0 ]; then
   mapfile -t debs < <(printf '%s\n' "${debs[@]}" | sort -u)

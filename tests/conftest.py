@@ -3,4 +3,5 @@ pytest_plugins = [
     "tests.fixtures.mosquitto",
     "tests.fixtures.micropython",
     "tests.fixtures.hub",
+    "tests.fixtures.fake_esp32",
 ]

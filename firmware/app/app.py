@@ -4,7 +4,8 @@
 import json
 from binascii import hexlify, unhexlify
 
-from app import codec, commands
+from app import codec, commands, ota
+from app.link import Link
 from app.mqtt import MQTTClient, MQTTError
 from app.outbox import Outbox, OutboxFull
 
@@ -25,10 +26,17 @@ FB_NOT_PROVISIONED = "not_provisioned"
 
 class App:
     def __init__(
-        self, cfg, board, outbox=None, client_factory=MQTTClient, config_path="/config.json"
-    ):
+        self, cfg, board, outbox=None, client_factory=MQTTClient, config_path="/config.json",
+        root=None, safe_mode=False,
+    ):  # fmt: skip
         self.cfg = cfg
         self.config_path = config_path
+        # The flash's root ("/" on the device, given by app/start.py): /ota.json, /app.new and
+        # /bootfail live there. None (tests, the simple simulator): no update, no boot counting.
+        self.root = root
+        self.safe_mode = safe_mode  # docs/firmware.md "Safe mode": no reason step, no prompt
+        self.ota = ota.state(self.root)  # None, "ok", "trial", "rolled_back" (for the heartbeat)
+        self.healthy = False  # connected, or 5 minutes up: /bootfail is cleared (app/ota.py)
         self.board = board
         self.tid = cfg["terminal_id"]
         self.hub_key = unhexlify(cfg["hub_key"])
@@ -55,6 +63,14 @@ class App:
         self._reason_from = None  # ticks of the negative press whose reason is being asked
         self._reason_level = 0
         self.boots = commands.count_boot(cfg["outbox_dir"] + "/boots")
+        self.link = Link(board, cfg["wifi_ssid"], cfg["wifi_password"])
+        self.beats = True  # battery mode holds the heartbeat back until the backlog is sent
+        self.beats_sent = 0
+        self.status_extra = {}  # battery mode adds power_mode, wakes, awake_ms
+        self.connect_timeout = 5  # s; battery mode shortens it to its remaining awake time
+        self.online_hint = False  # battery mode: the last wake reached the hub (not yet connected)
+        self._animating = False
+        self.started_ms = board.ticks_ms()
         self.events = []  # (kind, detail) for the host simulator's display; bounded below
 
     # -- citizen side ------------------------------------------------------------------------
@@ -104,12 +120,13 @@ class App:
         elif self.outbox.depth() * 10 >= self.outbox.capacity * 9:
             kind = FB_NEARLY_FULL
         else:
-            kind = FB_SAVED if self.online() else FB_SAVED_OFFLINE
+            kind = FB_SAVED if self.online() or self.online_hint else FB_SAVED_OFFLINE
         b.feedback(kind, level)
         if (
             not repeat
             and not test
             and self.cfg["reason_s"]
+            and not self.safe_mode
             and codec.is_negative(level, self.cfg["scale"])
         ):
             self._reason_from, self._reason_level = now, level
@@ -154,7 +171,16 @@ class App:
         # One turn of the main loop: keep the link up, send the backlog, read acks and commands.
         b = self.board
         b.feed_watchdog()
+        if not self.healthy:
+            ota.check_health(self)
+        if self.link.step():  # Wi-Fi is back: connect to the broker now, not after its back-off
+            self._wait_from, self._backoff_ms = None, 500
+        if self.client is not None and not self.link.up:
+            # Wi-Fi lost: the open socket would only time out after up to 1.5 keepalives, and
+            # presses meanwhile would be told "saved" (online) instead of "saved_offline".
+            self._drop("Wi-Fi lost")
         self._expire(b.ticks_ms())
+        self._animate()
         if not self.online():
             self._connect()
             if not self.online():
@@ -198,8 +224,7 @@ class App:
         if self._wait_from is not None and 0 <= b.ticks_diff(now, self._wait_from) < self._wait_ms:
             return
         if not b.network_up():
-            self._retry_later()
-            return
+            return  # the Wi-Fi link retries on its own back-off (app/link.py)
         cfg = self.cfg
         c = self._client_factory(
             self.tid,
@@ -208,9 +233,11 @@ class App:
             user=self.tid,
             password=cfg["mqtt_password"],
             keepalive=cfg["keepalive_s"],
-            timeout=5,
-            sock_factory=lambda h, p, t: b.open_socket(h, p, t, self.service_buttons),
+            timeout=self.connect_timeout,
+            sock_factory=lambda h, p, t: b.open_socket(h, p, t, self._idle),
             ticks_ms=b.ticks_ms,
+            ticks_diff=b.ticks_diff,
+            idle=self._idle,  # also while waiting for the CONNACK of a hung broker
         )
         c.on_message = self._on_message
         c.set_last_will(self.t_status, OFFLINE, retain=True, qos=1)
@@ -273,6 +300,8 @@ class App:
         # final last_seq and an empty outbox), but never more often than heartbeat_min_s.
         b = self.board
         now = b.ticks_ms()
+        if not self.beats:
+            return
         if self._last_beat_ms is not None:
             since = b.ticks_diff(now, self._last_beat_ms)
             if 0 <= since < self.cfg["heartbeat_min_s"] * 1000:
@@ -298,8 +327,15 @@ class App:
             "tag": hexlify(codec.tag(self.hub_key, msg)).decode(),
             "dtag": hexlify(codec.tag(self.district_key, msg)).decode(),
         }
+        if self.ota:
+            st["ota"] = self.ota
+        if self.safe_mode:
+            st["safe_mode"] = True
         st.update(b.stats())
+        st.update(self.status_extra)
         self.client.publish(self.t_status, json.dumps(st), qos=1, retain=True)
+        self.beats_sent += 1
+        ota.after_beat(self)  # the first heartbeat of a new version confirms it
 
     def _on_message(self, topic, payload):
         # A malformed message (even from the hub) is logged and dropped: it must never stop the loop.
@@ -331,6 +367,38 @@ class App:
 
     def beat_now(self):
         self._last_beat_ms = None
+
+    def idle(self):
+        # Nothing left to do on this wake (battery mode): every rating acknowledged by the hub,
+        # no reason being asked, no reboot waiting.
+        return not self.outbox.depth() and self._reason_from is None and not self.reboot_pending
+
+    def shutdown(self):
+        # Before a deep sleep: leave the broker cleanly (no "offline" last will: it is asleep).
+        if self.client is not None:
+            try:
+                self.client.disconnect()
+            except Exception:
+                pass
+        self.client = None
+
+    def _idle(self):
+        # Between the 20 ms slices of a connect attempt: presses, and the prompt's breathing.
+        self.service_buttons()
+        self._animate()
+
+    def _animate(self):
+        # The breathing prompt LED, one frame per loop turn (board.animate never blocks); the
+        # phase is the ms left in the prompt window.
+        anim = getattr(self.board, "animate", None)
+        if anim is None:
+            return
+        if self.prompt_until is not None:
+            anim("prompt", self.board.ticks_diff(self.prompt_until, self.board.ticks_ms()))
+            self._animating = True
+        elif self._animating:
+            anim(None, 0)
+            self._animating = False
 
     def _event(self, kind, detail):
         self.events.append((kind, detail))

@@ -1,4 +1,4 @@
-# Commands from the hub (docs/protocol.md): identify, prompt, time, config, reboot.
+# Commands from the hub (docs/protocol.md): identify, prompt, time, config, reboot, update.
 import json
 import os
 
@@ -40,6 +40,8 @@ def handle(app, msg):
     reply = {"v": 1, "id": cid, "ok": True}
     if cmd == "identify":
         app.board.feedback("identify", 0)
+    elif cmd == "prompt" and app.safe_mode:
+        reply = {"v": 1, "id": cid, "ok": False, "error": "safe mode: prompts are off"}
     elif cmd == "prompt":
         window = min(int(args.get("window", 600)), 3600) * 1000
         app.prompt_until = app.board.ticks_add(app.board.ticks_ms(), window)
@@ -52,6 +54,10 @@ def handle(app, msg):
             reply = {"v": 1, "id": cid, "ok": False, "error": error}
     elif cmd == "reboot":
         app.reboot_pending = True  # after the reply is out: see App.step()
+    elif cmd == "update":
+        from app import ota
+
+        reply = ota.update(app, cid, args)  # stages, then reboots like "reboot"
     else:
         reply = {"v": 1, "id": cid, "ok": False, "error": "unknown command: %s" % cmd}
     return reply

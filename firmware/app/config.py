@@ -16,7 +16,18 @@ DEFAULTS = {
     "outbox_dir": "/outbox",
     "wifi_ssid": "",
     "wifi_password": "",
+    # Power (docs/firmware.md "Power modes"): "mains" stays connected; "battery" deep-sleeps and
+    # wakes on any button, stays awake at most battery_awake_max_s, and sends a heartbeat when the
+    # last is battery_beat_s old or battery_beat_wakes wakes ago (a timer wakes it for that too, and
+    # every battery_retry_s while ratings wait in the outbox).
+    "power_mode": "mains",
+    "battery_awake_max_s": 20,
+    "battery_beat_s": 21600,
+    "battery_beat_wakes": 50,
+    "battery_retry_s": 900,
 }
+
+POWER_MODES = ("mains", "battery")
 
 REQUIRED = (
     "terminal_id",
@@ -74,11 +85,17 @@ def validate(raw):
         ("heartbeat_min_s", 0, 3600),
         ("keepalive_s", 5, 3600),
         ("outbox_capacity", 1, 100000),
+        ("battery_awake_max_s", 2, 300),
+        ("battery_beat_s", 60, 604800),
+        ("battery_beat_wakes", 1, 100000),
+        ("battery_retry_s", 60, 86400),
     )
     for k, lo, hi in checks:
         v = cfg[k]
         if not (isinstance(v, int) and lo <= v <= hi):
             raise ConfigError("%s must be an integer in %d..%d" % (k, lo, hi))
+    if cfg["power_mode"] not in POWER_MODES:
+        raise ConfigError("power_mode must be mains or battery")
     if not isinstance(cfg["broker_host"], str) or not cfg["broker_host"]:
         raise ConfigError("broker_host must be a host name or address")
     return cfg

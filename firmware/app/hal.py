@@ -1,16 +1,34 @@
-# The ESP32 hardware layer: the only firmware module that imports machine/network.
+# The ESP32 hardware layer: the only firmware module that imports machine/network/esp32.
 # Everything else receives this Board (or the host simulator's) and never touches hardware.
 import errno
+import os
 import select
 import socket
 import time
 
+import esp32
 import machine
 import network
-
-from app.pins import BUTTON_PINS, BUZZER_PIN, LED_PINS
+from app.pins import (
+    BUTTON_PINS,
+    BUZZER_PIN,
+    LED_PINS,
+    USB_SENSE_PIN,
+    VSUPPLY_ADC_PIN,
+    VSUPPLY_DIVIDER,
+)
+from micropython import const
 
 DEBOUNCE_MS = 30
+# Which pins woke the chip from deep sleep through ext1. Stock MicroPython does not expose
+# esp_sleep_get_ext1_wakeup_status() (micropython/micropython issue 6981, open), and reading the
+# button after the ~0.3 s boot misses a short press; the original ESP32 latches the answer in
+# RTC_CNTL_EXT_WAKEUP1_STATUS_REG (RTC_CNTL base 0x3FF48000 + 0xD0; ESP32 Technical Reference
+# Manual, "Low-Power Management"), one bit per RTC GPIO, kept until the next sleep is prepared.
+_EXT1_STATUS_REG = const(0x3FF480D0)
+_RTC_GPIO = {36: 0, 37: 1, 38: 2, 39: 3, 34: 4, 35: 5, 25: 6, 26: 7, 33: 8, 32: 9, 4: 10, 0: 11,
+             2: 12, 15: 13, 13: 14, 12: 15, 14: 16, 27: 17}  # fmt: skip
+BREATH_MS = const(3000)  # one breath of the prompt LED
 # Some MicroPython ports count time from 2000-01-01; the wire protocol uses Unix time.
 EPOCH_OFFSET = 946684800 if time.gmtime(0)[0] == 2000 else 0
 
@@ -29,8 +47,41 @@ _BEEPS = {
 }
 
 
+def _original_esp32():
+    try:  # e.g. "Generic ESP32 module with ESP32"; the S2/S3/C3 keep the status elsewhere
+        return os.uname().machine.split()[-1] == "ESP32"
+    except Exception:
+        return False
+
+
+def read_wake():
+    # ("button", mask of RTC GPIOs), ("timer", 0) or ("other", 0): read first thing at boot.
+    try:
+        if machine.reset_cause() != machine.DEEPSLEEP_RESET:
+            return "other", 0
+        why = machine.wake_reason()
+    except AttributeError:
+        return "other", 0
+    if why == machine.EXT1_WAKE:
+        return "button", (machine.mem32[_EXT1_STATUS_REG] & 0x3FFFF) if _original_esp32() else 0
+    if why == machine.TIMER_WAKE:
+        return "timer", 0
+    return "other", 0
+
+
+def breath(phase_ms, top=1023):
+    # Brightness of the breathing prompt LED: a triangle wave, squared (the eye sees brightness
+    # roughly logarithmically, so a linear ramp looks like it jumps at the bottom).
+    x = phase_ms % BREATH_MS
+    half = BREATH_MS // 2
+    x = x if x < half else BREATH_MS - x
+    return top * x * x // (half * half)
+
+
 class Board:
     def __init__(self, levels=3):
+        self._wake = read_wake()
+        self.levels = levels
         self.buttons = [
             machine.Pin(p, machine.Pin.IN, machine.Pin.PULL_DOWN) for p in BUTTON_PINS[:levels]
         ]
@@ -41,8 +92,24 @@ class Board:
         for i, pin in enumerate(self.buttons):
             pin.irq(trigger=machine.Pin.IRQ_RISING, handler=self._irq(i))
         self.wlan = network.WLAN(network.STA_IF)
+        try:  # app/link.py is the one retry policy (back-off with jitter), not the driver's
+            self.wlan.config(reconnects=0)
+        except Exception:
+            pass
         self.wdt = None
         self._clock_ok = time.time() + EPOCH_OFFSET > 1700000000
+        self._pwm = None  # the LEDs' PWM while the prompt breathes
+        self._adc = None
+        self._usb = None
+        try:  # 11 dB: the ADC reads up to ~3.1 V (3.3 V supply)
+            self._adc = machine.ADC(machine.Pin(VSUPPLY_ADC_PIN))
+            self._adc.atten(machine.ADC.ATTN_11DB)
+        except Exception:  # no divider on this board (VSUPPLY_ADC_PIN None): reads as None
+            self._adc = None
+        try:
+            self._usb = machine.Pin(USB_SENSE_PIN, machine.Pin.IN)
+        except Exception:
+            self._usb = None
 
     def _irq(self, i):
         def handler(pin):
@@ -85,24 +152,86 @@ class Board:
         self._clock_ok = True
 
     def sync_ntp(self):
+        # One NTP query (ntptime waits at most 1 s); app/link.py retries with back-off.
         try:
             import ntptime
 
             ntptime.settime()
             self._clock_ok = True
+            return True
         except Exception:
-            pass
+            return False
 
     def network_up(self):
         return self.wlan.isconnected()
 
     def connect_wifi(self, ssid, password):
+        # Starts an association and returns at once (the driver connects in the background).
         self.wlan.active(True)
-        if not self.wlan.isconnected():
+        if self.wlan.isconnected() or self.wlan.status() == network.STAT_CONNECTING:
+            return
+        try:
+            self.wlan.connect(ssid, password)
+        except OSError:  # "sta is connecting" on some versions: drop it and start again
+            self.wlan.disconnect()
             self.wlan.connect(ssid, password)
 
+    # -- battery mode (app/power.py) -------------------------------------------------------
+    def wake_reason(self):
+        return self._wake[0]
+
+    def wake_buttons(self):
+        # The buttons (levels) whose press woke the chip, from the latched ext1 status; on a chip
+        # without it, the buttons still held now (a short press may be over by then: lost).
+        kind, mask = self._wake
+        if kind != "button":
+            return []
+        out = [
+            i + 1
+            for i, p in enumerate(BUTTON_PINS[: self.levels])
+            if p in _RTC_GPIO and (mask >> _RTC_GPIO[p]) & 1
+        ]
+        return out or [i + 1 for i, pin in enumerate(self.buttons) if pin.value()]
+
+    def buttons_held(self):
+        # ext1 wakes on a level: sleeping with a button held would wake at once.
+        return any(pin.value() for pin in self.buttons)
+
+    def rtc_ms(self):
+        # The RTC keeps counting through deep sleep (ticks_ms restarts at every wake).
+        try:
+            return time.time_ns() // 1000000
+        except AttributeError:
+            return int(time.time()) * 1000
+
+    def rtc_memory(self, data=None):
+        rtc = machine.RTC()
+        if data is None:
+            return rtc.memory()
+        rtc.memory(data)
+        return data
+
+    def deep_sleep(self, timer_ms=None):
+        # Wake on any button (active-high, pull-downs: ext1 ANY_HIGH) or after timer_ms. The
+        # internal pull-downs only hold in deep sleep if the RTC peripherals stay powered, so
+        # the reference board has external ones (hardware/pinout).
+        self._stop_breath()
+        for led in self.leds:
+            led.value(0)
+        self.buzzer.duty(0)
+        try:
+            self.wlan.active(False)
+        except Exception:
+            pass
+        for pin in self.buttons:
+            pin.irq(handler=None)
+        esp32.wake_on_ext1(pins=tuple(self.buttons), level=esp32.WAKEUP_ANY_HIGH)
+        if timer_ms:
+            machine.deepsleep(int(timer_ms))
+        machine.deepsleep()
+
     def open_socket(self, host, port, timeout, idle=None):
-        # Non-blocking connect in 50 ms slices, calling idle() between them: while the hub is
+        # Non-blocking connect in 20 ms slices, calling idle() between them: while the hub is
         # unreachable a connect attempt takes seconds, and presses must still get their feedback.
         addr = socket.getaddrinfo(host, port)[0][-1]
         s = socket.socket()
@@ -117,7 +246,7 @@ class Board:
             p.register(s, select.POLLOUT)
             start = time.ticks_ms()
             while True:
-                ev = p.poll(50)
+                ev = p.poll(20)
                 if ev:
                     if ev[0][1] & (select.POLLERR | select.POLLHUP):
                         raise OSError(errno.ECONNREFUSED)
@@ -133,8 +262,29 @@ class Board:
             raise
         return s
 
+    def animate(self, kind, phase):
+        # One frame of a background animation, called every loop turn (never blocks): "prompt"
+        # breathes all the level LEDs; None switches them off.
+        if kind != "prompt":
+            self._stop_breath()
+            return
+        if self._pwm is None:
+            self._pwm = [machine.PWM(led, freq=1000, duty=0) for led in self.leds]
+        duty = breath(phase)
+        for p in self._pwm:
+            p.duty(duty)
+
+    def _stop_breath(self):
+        if self._pwm is not None:
+            for p in self._pwm:
+                p.deinit()
+            self._pwm = None
+            for led in self.leds:
+                led.init(machine.Pin.OUT, value=0)
+
     def feedback(self, kind, level):
         # LED under the pressed button and a short tone, before anything touches the network.
+        self._stop_breath()
         if 1 <= level <= len(self.leds):
             self.leds[level - 1].value(1)
         for freq, ms in _BEEPS.get(kind, ()):
@@ -158,4 +308,28 @@ class Board:
             rssi = self.wlan.status("rssi")
         except Exception:
             rssi = None
-        return {"rssi": rssi, "mem_free": gc.mem_free(), "vsupply": None, "power": "mains"}
+        return {
+            "rssi": rssi,
+            "mem_free": gc.mem_free(),
+            "vsupply": self.vsupply(),
+            "power": self.power_source(),
+        }
+
+    def vsupply(self):
+        # Supply voltage in volts (2 decimals) through the divider on VSUPPLY_ADC_PIN, or None
+        # when the board has none: an ADC pin left floating reads noise, not a wrong voltage.
+        if self._adc is None or not VSUPPLY_DIVIDER:
+            return None
+        try:
+            uv = self._adc.read_uv()  # calibrated by the chip's eFuse values
+        except AttributeError:
+            uv = self._adc.read() * 3600000 // 4095  # older ports: raw, roughly 0-3.6 V at 11 dB
+        v = uv * VSUPPLY_DIVIDER / 1000000
+        return round(v, 2) if v >= 0.5 else None
+
+    def power_source(self):
+        # "mains" while USB/mains power is present (USB_SENSE_PIN high), else "battery"; None when
+        # the board has no sense pin.
+        if self._usb is None:
+            return None
+        return "mains" if self._usb.value() else "battery"

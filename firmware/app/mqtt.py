@@ -159,12 +159,15 @@ class MQTTClient:
     max_packet = 16384  # a larger incoming packet is refused (the heap is ~100 KB)
 
     def __init__(self, client_id, host, port=1883, user=None, password=None, keepalive=60,
-                 timeout=5, ssl_params=None, sock_factory=None, ticks_ms=None):  # fmt: skip
+                 timeout=5, ssl_params=None, sock_factory=None, ticks_ms=None,
+                 ticks_diff=None, idle=None):  # fmt: skip
         self.client_id, self.host, self.port = client_id, host, port
         self.user, self.password, self.ssl_params = user, password, ssl_params
         self.keepalive, self.timeout = keepalive, timeout
         self._factory = sock_factory or self._open
         self._ticks = ticks_ms or _ticks_ms
+        self._diff = ticks_diff or _ticks_diff  # the board's, so its tick wrap is handled
+        self.idle = idle  # called every few ms while connect() waits (buttons, watchdog)
         self.sock = self._poller = self._read = self._write = self._ping_at = self._will = None
         self._rbuf = bytearray()
         self._pid = self._last_tx = self._last_rx = 0
@@ -218,10 +221,15 @@ class MQTTClient:
                 b = packet_bounds(self._rbuf)
                 if b is not None and b[2] <= len(self._rbuf):
                     break
-                left = int(self.timeout * 1000) - _ticks_diff(self._ticks(), start)
-                if left <= 0 or not self._readable(left):
+                # Wait in short slices: a broker that accepts the connection but never answers
+                # must not hold the buttons (and the watchdog) for the whole timeout.
+                left = int(self.timeout * 1000) - self._diff(self._ticks(), start)
+                if left <= 0:
                     raise OSError(errno.ETIMEDOUT, "no CONNACK from broker")
-                self._recv_some()
+                if self._readable(min(left, 20)):
+                    self._recv_some()
+                elif self.idle:
+                    self.idle()
             if b[0] != _CONNACK:
                 raise MQTTError("expected CONNACK, got 0x%02x" % b[0])
             present, rc = parse_connack(self._rbuf)
@@ -277,13 +285,13 @@ class MQTTClient:
             return _NEVER
         now, ka = self._ticks(), self.keepalive * 1000
         if self._ping_at is not None:
-            late = _ticks_diff(now, self._ping_at)
+            late = self._diff(now, self._ping_at)
             if late >= ka:
                 raise OSError(errno.ETIMEDOUT, "no PINGRESP from broker")
             return ka - late
         # Ping when either direction is quiet: a client that only sends would otherwise never
         # notice a half-open connection.
-        idle = max(_ticks_diff(now, self._last_tx), _ticks_diff(now, self._last_rx))
+        idle = max(self._diff(now, self._last_tx), self._diff(now, self._last_rx))
         if idle < ka // 2:
             return ka // 2 - idle
         self._send(PINGREQ)
@@ -298,7 +306,7 @@ class MQTTClient:
             self._dispatch()  # packets that came in with the CONNACK
             while True:
                 wait = self._keepalive()
-                left = max(0, timeout_ms - _ticks_diff(self._ticks(), start))
+                left = max(0, timeout_ms - self._diff(self._ticks(), start))
                 if self._readable(min(left, wait)):
                     for _ in range(_MAX_READS):
                         self._recv_some()

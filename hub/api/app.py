@@ -72,9 +72,13 @@ def create_app(
     app.state.office = office
     auth = [Depends(_authorised)]
     from hub.api.alerts import alerts_router  # these import this module's dependencies
+    from hub.api.firmware import admin as firmware_admin
+    from hub.api.firmware import public as firmware_public
     from hub.api.office import router as office_router
 
     app.include_router(office_router)
+    app.include_router(firmware_public)  # no token: terminals download updates from it
+    app.include_router(firmware_admin)
     app.include_router(alerts_router())
 
     @app.get("/api/v1/health", dependencies=auth)

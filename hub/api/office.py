@@ -169,6 +169,32 @@ def replace_terminal(
     return _device(request, device)
 
 
+class TerminalRetire(BaseModel):
+    reason: str | None = Field(None, max_length=200)
+    force: bool = Field(False, description="retire even though it holds unsent ratings")
+
+
+@router.post("/terminals/{terminal_id}/retire", tags=["terminals"])
+def retire_terminal(
+    terminal_id: str, data: TerminalRetire, request: Request, actor: Actor
+) -> dict[str, Any]:
+    """Take a terminal out of service: its MQTT account is removed from the broker at once and it
+    comes off its desk; its ratings and the desk's history stay."""
+    try:
+        term = registry.retire_terminal(
+            request.app.state.engine,
+            office=_office(request),
+            terminal_id=terminal_id,
+            actor=actor,
+            reason=data.reason,
+            force=data.force,
+        )
+    except ValueError as e:
+        raise HTTPException(404 if "not registered" in str(e) else 409, str(e)) from e
+    _changed(request)
+    return {"id": term.id, "active": term.active, "desk": term.desk}
+
+
 # -- duty ------------------------------------------------------------------------------------------
 @router.post("/duty/check-in", status_code=201, tags=["duty"])
 def check_in(req: ofc.DutyRequest, s: SessionDep, request: Request, actor: Actor) -> DutyEvent:

@@ -1,0 +1,282 @@
+"""``sipas-hub terminals update`` and ``sipas-hub terminals rollouts``: over-the-air updates.
+
+Both talk to the running hub through its API (the rollout runs inside the hub, which hears the
+terminals' replies and heartbeats): the address is ``SIPAS_HUB_API_HOST``/``SIPAS_HUB_API_PORT``
+(``0.0.0.0`` is reached at 127.0.0.1), the token ``SIPAS_HUB_API_TOKEN``, from the same settings as
+the hub (/etc/sipas/hub.env).
+"""
+
+from __future__ import annotations
+
+import getpass
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from hub import firmware
+from hub.config import Settings
+from hub.office import OFFICE_TZ
+
+out = Console()
+err = Console(stderr=True)
+
+EXIT_OK = 0
+EXIT_STOPPED = 1  # the rollout stopped (a terminal failed) or was interrupted
+EXIT_USAGE = 2  # bad bundle, usage or settings
+EXIT_HUB = 3  # the hub's API could not be reached or refused the request
+EXIT_BUSY = 4  # another rollout is running
+
+EXIT_CODES = (
+    "Exit codes: 0 every terminal runs the version; 1 the rollout stopped (the reason is shown) or "
+    "was interrupted; 2 bad bundle, usage or settings; 3 the hub's API is unreachable or refused; "
+    "4 another rollout is running."
+)
+_FINAL = {"updated", "skipped", "failed", "not_started", "interrupted"}
+
+
+def _api_base(settings: Settings) -> str:
+    host = settings.api_host
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.api_port}/api/v1"
+
+
+def _client(settings: Settings, timeout: float = 30) -> httpx.Client:
+    if not settings.api_token:
+        err.print("[red]SIPAS_HUB_API_TOKEN is not set:[/] run this with the hub's settings")
+        raise typer.Exit(EXIT_USAGE)
+    return httpx.Client(
+        base_url=_api_base(settings),
+        headers={
+            "Authorization": f"Bearer {settings.api_token}",
+            "X-SIPAS-Actor": f"cli:{getpass.getuser()}"[:64],
+        },
+        timeout=timeout,
+    )
+
+
+def _settings() -> Settings:
+    from hub.commands.broker import load_settings
+
+    try:
+        return load_settings()
+    except Exception as e:
+        err.print(f"[red]configuration error:[/] {e}")
+        raise typer.Exit(EXIT_USAGE) from e
+
+
+def _call(c: httpx.Client, method: str, url: str, **kw: Any) -> httpx.Response:
+    try:
+        return c.request(method, url, **kw)
+    except httpx.HTTPError as e:
+        err.print(
+            f"[red]cannot reach the hub's API at {c.base_url}:[/] {e}. "
+            "Is the hub running (systemctl status sipas-hub)?"
+        )
+        raise typer.Exit(EXIT_HUB) from e
+
+
+def _detail(r: httpx.Response) -> str:
+    try:
+        d = r.json().get("detail")
+    except (ValueError, AttributeError):
+        d = None
+    if isinstance(d, list):  # FastAPI's validation errors
+        d = "; ".join(str(x.get("msg", x)) for x in d if isinstance(x, dict))
+    return str(d or r.text or r.status_code)
+
+
+def update(
+    bundle_dir: Path = typer.Argument(..., help="the bundle folder (sipas-provision build)"),
+    terminal: str | None = typer.Option(None, "--terminal", help="one terminal"),
+    desk: str | None = typer.Option(None, "--desk", help="every active terminal on this desk"),
+    all_: bool = typer.Option(False, "--all", help="every active terminal of the office"),
+    timeout: float | None = typer.Option(
+        None, "--timeout", min=1, help="seconds to wait for each terminal (hub default: 600)"
+    ),
+) -> None:
+    """Update terminals over the air, one at a time; stops at the first that does not come back
+    on the new version."""
+    if sum((terminal is not None, desk is not None, all_)) != 1:
+        err.print("[red]give exactly one of --terminal T, --desk D, --all[/]")
+        raise typer.Exit(EXIT_USAGE)
+    try:
+        bundle = firmware.load_bundle(bundle_dir)
+    except (firmware.BundleError, OSError) as e:
+        err.print(f"[red]bad bundle:[/] {e}")
+        raise typer.Exit(EXIT_USAGE) from e
+    settings = _settings()
+    with _client(settings) as c:
+        r = _call(
+            c,
+            "POST",
+            "/firmware",
+            content=firmware.pack_bundle(bundle),
+            headers={"Content-Type": "application/gzip"},
+        )
+        if r.status_code == 409:
+            err.print(f"[red]{_detail(r)}[/]")
+            raise typer.Exit(EXIT_USAGE)
+        if r.status_code == 422:
+            err.print(f"[red]the hub refused the bundle:[/] {_detail(r)}")
+            raise typer.Exit(EXIT_USAGE)
+        if r.status_code not in (200, 201):
+            err.print(f"[red]upload failed ({r.status_code}):[/] {_detail(r)}")
+            raise typer.Exit(EXIT_HUB)
+        what = "imported" if r.status_code == 201 else "already on the hub"
+        err.print(f"version {bundle.version} {what}")
+        body: dict[str, Any] = {"version": bundle.version, "timeout_s": timeout}
+        if terminal is not None:
+            body["terminal"] = terminal
+        elif desk is not None:
+            body["desk"] = desk
+        else:
+            body["all"] = True
+        r = _call(c, "POST", "/rollouts", json=body)
+        if r.status_code == 409:
+            err.print(f"[red]{_detail(r)}[/] (sipas-hub terminals rollouts)")
+            raise typer.Exit(EXIT_BUSY)
+        if r.status_code == 400:
+            err.print(f"[red]cannot start:[/] {_detail(r)}")
+            raise typer.Exit(EXIT_USAGE)
+        if r.status_code != 202:
+            err.print(f"[red]the hub refused the rollout ({r.status_code}):[/] {_detail(r)}")
+            raise typer.Exit(EXIT_HUB)
+        ro = r.json()
+        try:
+            ro = _follow(c, ro)
+        except KeyboardInterrupt:
+            err.print(
+                f"\nrollout {ro['id']} goes on in the hub: "
+                f"follow it with `sipas-hub terminals rollouts {ro['id']}`"
+            )
+            raise typer.Exit(130) from None
+    _show(ro)
+    if ro["state"] == "done":
+        err.print(f"[green]done:[/] {_summary(ro)}")
+        raise typer.Exit(EXIT_OK)
+    err.print(f"[red]rollout {ro['id']} {ro['state']}:[/] {ro['reason']}")
+    err.print(
+        "Terminals not yet updated keep their version. Fix the cause, then run the same command "
+        "again: terminals already on the version are skipped."
+    )
+    raise typer.Exit(EXIT_STOPPED)
+
+
+def _current(ro: dict[str, Any]) -> tuple[int, dict[str, Any] | None]:
+    steps = ro.get("terminals") or []
+    for i, st in enumerate(steps, 1):
+        if st["state"] not in _FINAL:
+            return i, st
+    return len(steps), None
+
+
+def _follow(c: httpx.Client, ro: dict[str, Any]) -> dict[str, Any]:
+    n = ro["total"]
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+    ) as progress:
+        task = progress.add_task(f"rollout {ro['id']} of {ro['version']}", total=n)
+        while True:
+            done = sum(1 for st in ro.get("terminals", []) if st["state"] in _FINAL)
+            i, st = _current(ro)
+            what = f"terminal {i} of {n}: {st['terminal']} {st['state']}" if st else ro["state"]
+            progress.update(task, completed=done, description=what)
+            if ro["state"] != "running":
+                return ro
+            time.sleep(0.5)
+            r = _call(c, "GET", f"/rollouts/{ro['id']}")
+            if r.status_code != 200:
+                err.print(f"[red]lost the rollout ({r.status_code}):[/] {_detail(r)}")
+                raise typer.Exit(EXIT_HUB)
+            ro = r.json()
+
+
+def _local(iso: str | None) -> str:
+    if not iso:
+        return ""
+    return datetime.fromisoformat(iso).astimezone(OFFICE_TZ).strftime("%d/%m/%Y %H:%M:%S")
+
+
+def _summary(ro: dict[str, Any]) -> str:
+    counts = ro.get("counts") or {}
+    return ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "no terminals"
+
+
+def _show(ro: dict[str, Any]) -> None:
+    t = Table(title=f"rollout {ro['id']}: {ro['version']} to {ro['target']} ({ro['state']})")
+    for col_name in ("#", "terminal", "state", "from", "reason"):
+        t.add_column(col_name)
+    for st in ro.get("terminals", []):
+        t.add_row(
+            str(st["position"] + 1),
+            st["terminal"],
+            st["state"],
+            st["from_fw"] or "-",
+            st["reason"] or "",
+        )
+    out.print(t)
+
+
+def rollouts(
+    rollout_id: int | None = typer.Argument(None, help="show this rollout terminal by terminal"),
+    limit: int = typer.Option(20, min=1, max=200, help="how many recent rollouts"),
+) -> None:
+    """Recent over-the-air rollouts (newest first), or one rollout in detail."""
+    settings = _settings()
+    with _client(settings) as c:
+        if rollout_id is not None:
+            r = _call(c, "GET", f"/rollouts/{rollout_id}")
+            if r.status_code != 200:
+                err.print(f"[red]{_detail(r)}[/]")
+                raise typer.Exit(EXIT_HUB if r.status_code != 404 else EXIT_USAGE)
+            _show(r.json())
+            return
+        r = _call(c, "GET", "/rollouts", params={"limit": limit})
+        if r.status_code != 200:
+            err.print(f"[red]the hub refused ({r.status_code}):[/] {_detail(r)}")
+            raise typer.Exit(EXIT_HUB)
+    t = Table()
+    for col_name in (
+        "id",
+        "started (ICT)",
+        "by",
+        "version",
+        "target",
+        "state",
+        "terminals",
+        "reason",
+    ):
+        t.add_column(col_name)
+    for ro in r.json():
+        t.add_row(
+            str(ro["id"]),
+            _local(ro["created_at"]),
+            ro["actor"],
+            ro["version"],
+            ro["target"],
+            ro["state"],
+            _summary(ro),
+            ro["reason"] or "",
+        )
+    out.print(t)
+
+
+def register(terminals_app: typer.Typer) -> None:
+    terminals_app.command("update", epilog=EXIT_CODES)(update)
+    terminals_app.command("rollouts")(rollouts)
