@@ -96,6 +96,54 @@ class Exclusion(SQLModel, table=True):
     reverses: int | None = Field(default=None, index=True)
 
 
+class ApiToken(SQLModel, table=True):
+    """An API token. Only its SHA-256 is stored: the token itself is shown once, at creation."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(description="who holds it (recorded as the actor of what it does)")
+    role: str = Field(description="admin | supervisor | official | auditor")
+    official_id: str | None = Field(None, description="role official: whose results it sees")
+    token_hash: str = Field(index=True, unique=True, description="sha256 hex of the token")
+    prefix: str = Field(description="the token's first 6 characters, to tell tokens apart")
+    created_at: datetime = Field(default_factory=utcnow)
+    created_by: str = "cli"
+    revoked_at: datetime | None = None
+    last_used_at: datetime | None = None
+
+
+class PaperBox(SQLModel, table=True):
+    """The minutes (biên bản) of opening a sealed ballot box (seed 002): channel "paper"."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    office: str = Field(index=True)
+    desk_id: str | None = Field(None, description="the box's desk; None: the whole office")
+    opened_at: datetime = Field(index=True, description="when the box was opened (UTC)")
+    period_start: datetime = Field(description="the ballots cover presses from this time (UTC)")
+    period_end: datetime
+    witnesses: str = Field(description="names of those present, one per line")
+    seal_intact: bool
+    ballots: int = Field(description="ballots found in the box")
+    invalid_ballots: int = 0
+    note: str | None = None
+    actor: str
+    recorded_at: datetime = Field(default_factory=utcnow)
+
+
+class PaperTally(SQLModel, table=True):
+    """Counts per level (and per field, where the ballot has one) from one opened box. Reports
+    add these counts to the ratings of the same office/desk/field, clearly marked as tallies."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    box_id: int = Field(index=True)
+    office: str = Field(index=True)
+    desk_id: str | None = None
+    official_id: str | None = None
+    field: str | None = None
+    scale: int
+    level: int
+    count: int
+
+
 class AuditLog(SQLModel, table=True):
     """Every change to desks, officials, the duty log, cases, terminals and exclusions."""
 
@@ -168,6 +216,12 @@ class RatingBase(SQLModel):
     case_id: int | None = Field(None, index=True)
     link_status: str = Field(
         "no_case", description="linked | no_case | case_already_rated | late | not_linked"
+    )
+    channel: str = Field(
+        "terminal",
+        index=True,
+        sa_column_kwargs={"server_default": "terminal"},
+        description="terminal (a desk terminal) | qr (a citizen's phone, seed 000 form 02)",
     )
 
 
