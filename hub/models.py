@@ -144,6 +144,20 @@ class PaperTally(SQLModel, table=True):
     count: int
 
 
+class Correction(SQLModel, table=True):
+    """An attributed annotation that re-attributes a rating to another official (the wrong
+    official was checked in at the desk). The rating row never changes; reports use the latest
+    correction of a rating that has not been reversed."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    rating_id: int = Field(index=True)
+    official_id: str | None = Field(description="the official the rating belongs to; None: nobody")
+    reason: str
+    actor: str
+    created_at: datetime = Field(default_factory=utcnow)
+    reverses: int | None = Field(default=None, index=True)
+
+
 class AuditLog(SQLModel, table=True):
     """Every change to desks, officials, the duty log, cases, terminals and exclusions."""
 
