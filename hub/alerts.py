@@ -660,8 +660,14 @@ class AlertEngine:
             if state == "offline":
                 due, why = last + timedelta(seconds=rules.offline_grace_s), "offline status"
             else:
-                # silence is counted from when the hub itself was up to hear it
-                due, why = max(last, self._started) + rules.offline_after, "no heartbeat"
+                # silence is counted from when the hub itself was up to hear it; a battery
+                # terminal sleeps between presses and reports only every beat_s seconds
+                after, why = rules.offline_after, "no heartbeat"
+                beat_s = _battery_beat_s(term.last_heartbeat)
+                if beat_s:
+                    after = max(after, timedelta(seconds=beat_s * rules.offline_after_heartbeats))
+                    why = "no heartbeat (battery terminal)"
+                due = max(last, self._started) + after
             if now < due:
                 continue
             where_vi, where_en = _where(term.desk, term.id)
@@ -983,6 +989,18 @@ def _where(desk: str | None, tid: str | None) -> tuple[str, str]:
 
 def _cap(s: str) -> str:
     return s[:1].upper() + s[1:]
+
+
+def _battery_beat_s(last_heartbeat: str | None) -> float | None:
+    """A battery terminal's heartbeat period (it is silent while it sleeps), else None."""
+    try:
+        st = json.loads(last_heartbeat or "")
+    except ValueError:
+        return None
+    if not isinstance(st, dict) or st.get("power_mode") != "battery":
+        return None
+    beat = st.get("beat_s")
+    return float(beat) if isinstance(beat, int | float) and 0 < beat <= 7 * 86400 else None
 
 
 def _state(last_status: str | None) -> str | None:

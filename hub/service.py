@@ -61,8 +61,8 @@ class HubService:
         )
         self.app.state.alerts = self.alerts
         self.app.state.on_registry_change = self.sync_broker_accounts
-        self.app.state.device_extra = {
-            "broker_host": settings.mqtt_host,
+        self.app.state.device_extra = {  # where terminals reach the broker (not 0.0.0.0)
+            "broker_host": settings.advertised_host or settings.mqtt_host,
             "broker_port": settings.mqtt_port,
         }
         self.app.state.prompt = self.prompt_desk

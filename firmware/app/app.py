@@ -62,7 +62,9 @@ class App:
         self.reboot_pending = False
         self._reason_from = None  # ticks of the negative press whose reason is being asked
         self._reason_level = 0
-        self.boots = commands.count_boot(cfg["outbox_dir"] + "/boots")
+        woke = getattr(board, "wake_reason", None)
+        slept = woke is not None and woke() in ("button", "timer")  # battery mode's deep sleep
+        self.boots = commands.count_boot(cfg["outbox_dir"] + "/boots", not slept)
         self.link = Link(board, cfg["wifi_ssid"], cfg["wifi_password"])
         self.beats = True  # battery mode holds the heartbeat back until the backlog is sent
         self.beats_sent = 0

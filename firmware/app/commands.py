@@ -16,14 +16,17 @@ FIXED_KEYS = (
 )
 
 
-def count_boot(path):
-    # Boot counter for the heartbeat (a terminal that keeps rebooting shows it).
+def count_boot(path, count=True):
+    # Boot counter for the heartbeat (a terminal that keeps rebooting shows it). A wake from
+    # battery mode's deep sleep is not a boot (count=False): no flash write on every press.
     n = 0
     try:
         with open(path) as f:
             n = int(f.read() or 0)
     except (OSError, ValueError):
         pass
+    if not count:
+        return n
     try:
         with open(path, "w") as f:
             f.write(str(n + 1))

@@ -133,7 +133,9 @@ class Power:
         self.beat_wanted = self.beat_due(rtc) or getattr(app, "ota", None) == "trial"
         self._beats0 = app.beats_sent
         app.beats = False  # the heartbeat goes after the backlog, so it carries the final last_seq
-        app.status_extra = {"power_mode": BATTERY, "wakes": s.wakes, "awake_ms": s.awake_ms}
+        # beat_s tells the hub how long a silence is normal for a sleeping terminal
+        app.status_extra = {"power_mode": BATTERY, "wakes": s.wakes, "awake_ms": s.awake_ms,
+                            "beat_s": self.cfg["battery_beat_s"]}  # fmt: skip
         # The press is stored before any connection: its feedback says "saved" (not "offline")
         # if the last wake reached the hub.
         app.online_hint = bool(s.reached)

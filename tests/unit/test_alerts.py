@@ -293,6 +293,27 @@ def test_offline_by_silence_only_during_office_hours(
     assert [(e.action, e.actor) for e in events(db, a.id or 0)][-1] == ("resolved", "hub")
 
 
+def test_a_sleeping_battery_terminal_is_not_offline_until_its_heartbeats_stop(
+    db: Engine, make: Callable[..., AlertEngine]
+) -> None:
+    alerts = make()
+    heard(db, T1, WED_9)
+    with Session(db) as s:  # its last heartbeat: battery mode, one heartbeat an hour
+        term = s.get(Terminal, T1)
+        assert term is not None
+        term.last_heartbeat = json.dumps(
+            {"v": 1, "state": "online", "power_mode": "battery", "beat_s": 3600}
+        )
+        s.add(term)
+        s.commit()
+    alerts.tick(WED_9 + timedelta(hours=2))  # asleep between presses: normal
+    assert all_alerts(db) == []
+    alerts.tick(WED_9 + timedelta(hours=3, seconds=1))  # three hourly heartbeats missed
+    [a] = all_alerts(db)
+    assert (a.rule, a.terminal_id) == ("offline", T1)
+    assert json.loads(a.detail)["why"] == "no heartbeat (battery terminal)"
+
+
 @pytest.mark.parametrize(
     "local",
     [

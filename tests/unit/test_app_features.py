@@ -175,3 +175,16 @@ def test_presses_get_feedback_while_a_connect_attempt_hangs(tmp_path: Path) -> N
     assert stamps, "no feedback during the connect attempt"
     assert stamps[0] - pressed_at[0] < 0.2  # 50 ms slices: feedback well inside the attempt
     assert term.depth() == 1
+
+
+def test_a_wake_from_deep_sleep_is_not_a_boot(tmp_path: Path) -> None:
+    # Battery mode wakes on every press: counting those as boots would write flash each time and
+    # make the heartbeat's boot count useless for spotting a terminal that keeps crashing.
+    cfg = config.validate({**DEVICE, "outbox_dir": str(tmp_path / "ob")})
+    boots = []
+    for wake in ("other", "button", "timer", "other"):
+        board = ClockBoard()
+        board._wake = (wake, [])
+        app = App(cfg, board, client_factory=FakeClient, config_path=str(tmp_path / "c.json"))
+        boots.append(app.boots)
+    assert boots == [1, 1, 1, 2]
