@@ -44,8 +44,16 @@ from hub.models import Rating, Terminal, utcnow
 
 log = logging.getLogger(__name__)
 
-RuleCode = Literal["negative", "window", "offline", "backlog", "forgery", "clock"]
-RULES: tuple[RuleCode, ...] = ("negative", "window", "offline", "backlog", "forgery", "clock")
+RuleCode = Literal["negative", "window", "offline", "backlog", "forgery", "clock", "sync"]
+RULES: tuple[RuleCode, ...] = (
+    "negative",
+    "window",
+    "offline",
+    "backlog",
+    "forgery",
+    "clock",
+    "sync",  # raised and resolved by the hub's sync to the district (hub/sync.py)
+)
 HUB_ACTOR = "hub"  # the actor of alerts the hub creates or resolves by itself
 
 # Level 1 is the most satisfied on every scale (docs/protocol.md); these levels are "không hài lòng".
@@ -188,7 +196,7 @@ class Alert(SQLModel, table=True):
     terminal_id: str | None = None
     official_id: str | None = None
     rule: str = Field(
-        index=True, description="negative | window | offline | backlog | forgery | clock"
+        index=True, description="negative | window | offline | backlog | forgery | clock | sync"
     )
     severity: str = Field(description="info | warning | critical")
     title_vi: str
@@ -372,6 +380,34 @@ class AlertEngine:
         except Exception:
             self.counts["errors"] += 1
             log.exception("alert rules failed on a status of %s", terminal_id)
+
+    def on_sync(self, failing_s: float | None, detail: dict[str, Any] | None = None) -> None:
+        """The sync to the district (hub/sync.py) has failed for ``failing_s`` seconds, longer than
+        its limit (an alert, one for all streams); None: it works again (the hub resolves it)."""
+        try:
+            key = self._key("sync")
+            if failing_s is None:
+                self._auto_resolve({key: "đồng bộ đã hoạt động lại / sync works again"})
+                return
+            if not self._on("sync"):
+                return
+            minutes = max(1, round(failing_s / 60))
+            self._raise(
+                [
+                    _Candidate(
+                        rule="sync",
+                        key=key,
+                        severity="warning",
+                        title_vi=f"Không đồng bộ được dữ liệu lên máy chủ cấp huyện "
+                        f"({minutes} phút)",
+                        title_en=f"Sync to the district server has failed for {minutes} min",
+                        detail={"failing_s": int(failing_s), **(detail or {})},
+                    )
+                ]
+            )
+        except Exception:
+            self.counts["errors"] += 1
+            log.exception("could not raise or resolve the sync alert")
 
     def tick(self, now: datetime | None = None) -> None:
         """Periodic check (every few seconds): terminals gone silent while the office is open.

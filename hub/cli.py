@@ -13,8 +13,12 @@ import typer
 from rich.console import Console
 
 from hub.broker import BrokerError
+from hub.commands import channels as channel_commands
 from hub.commands import firmware as firmware_commands
 from hub.commands import office as office_commands
+from hub.commands import report as report_commands
+from hub.commands import sync as sync_commands
+from hub.commands import tokens as token_commands
 from hub.commands.broker import app as broker_app
 from hub.config import Settings
 
@@ -23,6 +27,10 @@ terminals_app = typer.Typer(help="Register and list terminals.", no_args_is_help
 app.add_typer(terminals_app, name="terminals")
 app.add_typer(broker_app, name="broker")
 office_commands.register(app)
+report_commands.register(app)  # sipas-hub report
+channel_commands.register(app)  # qr stickers, paper ballot boxes
+token_commands.register(app)
+sync_commands.register(app)  # sipas-hub sync status / now
 firmware_commands.register(terminals_app)  # terminals update / rollouts
 err = Console(stderr=True)
 

@@ -43,8 +43,41 @@ class Settings(BaseSettings):
     rollout_timeout_s: float = Field(
         600, ge=1, le=86400, description="over-the-air update: wait this long for each terminal"
     )
+    # QR code channel (hub/channels/qr.py, README "QR code"): the address printed in the desks' QR
+    # codes must be one a citizen's phone can reach (guest Wi-Fi, or a public address forwarded to
+    # the hub); default http://<advertised_host or api_host>:<api_port>
+    qr_base_url: str = Field(
+        "", pattern=r"^(https?://[^\s/?#]+(/[^\s?#]*)?)?$", description="e.g. http://10.0.5.2:8080"
+    )
+    qr_scale: int = Field(3, ge=3, le=5, description="levels when the desk has no terminal yet")
+    qr_desk_per_minute: int = Field(5, ge=1, description="QR ratings per desk per minute")
+    qr_phone_per_day: int = Field(5, ge=1, description="QR ratings per phone number per day")
+    qr_client_per_hour: int = Field(20, ge=1, description="QR ratings per client address per hour")
+    qr_wifi_name: str = Field(
+        "", max_length=64, description="the guest Wi-Fi printed on the QR stickers, if any"
+    )
+    qr_trust_forwarded: bool = Field(
+        False, description="client address from X-Forwarded-For (only behind your own proxy)"
+    )
 
-    @field_validator("mqtt_password", "api_token")
+    # Sync to the district server (hub/sync.py, docs/sync.md): off until both are set.
+    district_url: str = Field(
+        "",
+        pattern=r"^(https?://[^\s/?#]+(/[^\s?#]*)?)?$",
+        description="e.g. https://sipas.huyen.vn",
+    )
+    district_token: str = Field("", description="the hub token the district issued for us")
+    sync_batch_size: int = Field(1000, ge=1, le=10000, description="items per batch at most")
+    sync_batch_wait_s: float = Field(
+        5, ge=0, le=3600, description="a partial batch waits this long"
+    )
+    sync_timeout_s: float = Field(30, gt=0, le=600, description="one request's time limit")
+    sync_backoff_max_s: float = Field(300, gt=0, le=86400, description="retries back off to this")
+    sync_alert_after_minutes: float = Field(
+        30, gt=0, le=10080, description="an alert when sync has failed for this long"
+    )
+
+    @field_validator("mqtt_password", "api_token", "district_token")
     @classmethod
     def _no_placeholder(cls, v: str) -> str:
         if v.lower() in {"changeme", "change-me", "secret", "password"}:

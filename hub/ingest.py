@@ -26,7 +26,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, col, select
 
 from hub import integrity, office, protocol
-from hub.models import Desk, Quarantine, Rating, Terminal, utcnow
+from hub.models import Desk, Heartbeat, Quarantine, Rating, Terminal, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -352,6 +352,8 @@ class Ingestor:
             term.last_seen = utcnow()
             term.last_status = text
             if st.get("state") == "online":
+                if _signed_changed(term.last_heartbeat, st):  # the district's gap evidence
+                    s.add(_heartbeat_row(tid, st, text))
                 term.last_heartbeat = (
                     text  # kept through "offline": verify needs its signed last_seq
                 )
@@ -364,6 +366,37 @@ class Ingestor:
         res.statuses.append((tid, st))
         res.from_terminals.append(("status", tid, st))
         res.counts["status"] += 1
+
+
+def _signed(st: dict[str, Any]) -> tuple[int, int] | None:
+    epoch, seq = st.get("epoch"), st.get("last_seq")
+    if type(epoch) is not int or type(seq) is not int:
+        return None
+    return epoch, seq
+
+
+def _signed_changed(previous: str | None, st: dict[str, Any]) -> bool:
+    """Whether this heartbeat signs another (epoch, last_seq) than the terminal's last one."""
+    now = _signed(st)
+    if now is None or type(st.get("time")) is not int:
+        return False
+    try:
+        before = json.loads(previous) if previous else None
+    except ValueError:
+        before = None
+    return not isinstance(before, dict) or _signed(before) != now
+
+
+def _heartbeat_row(tid: str, st: dict[str, Any], text: str) -> Heartbeat:
+    dtag = st.get("dtag")
+    return Heartbeat(
+        terminal_id=tid,
+        epoch=st["epoch"],
+        last_seq=st["last_seq"],
+        time=st["time"],
+        dtag=dtag if isinstance(dtag, str) else "",
+        status=text,
+    )
 
 
 def nodelay(_c: mqtt.Client, _ud: object, sock: object) -> None:

@@ -84,6 +84,16 @@ class Report:
         return not self.findings
 
 
+def merge(*reports: Report) -> Report:
+    """One report from several checks (terminals, and the QR channel's own ratings)."""
+    out = Report()
+    for r in reports:
+        out.terminals += r.terminals
+        out.ratings += r.ratings
+        out.findings += r.findings
+    return out
+
+
 def _row_matches_raw(row: Rating, key: bytes) -> str | None:
     try:
         r = protocol.decode_rating(row.raw)

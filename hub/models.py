@@ -125,6 +125,12 @@ class PaperBox(SQLModel, table=True):
     ballots: int = Field(description="ballots found in the box")
     invalid_ballots: int = 0
     note: str | None = None
+    supersedes: int | None = Field(
+        None,
+        index=True,
+        description="the box record this one corrects (records are never edited); reports count "
+        "only records that no later record supersedes",
+    )
     actor: str
     recorded_at: datetime = Field(default_factory=utcnow)
 
@@ -142,6 +148,22 @@ class PaperTally(SQLModel, table=True):
     scale: int
     level: int
     count: int
+
+
+class QrSubmission(SQLModel, table=True):
+    """What the QR channel keeps beside a QR rating (hub/channels/qr.py) for its abuse limits:
+    the phone number only as a salted scrypt hash, the client address only as a salted hash.
+    The unique constraint is "one rating per phone per case" (NULLs do not collide)."""
+
+    __table_args__ = (UniqueConstraint("phone_hash", "case_id", name="uq_qr_phone_case"),)
+    id: int | None = Field(default=None, primary_key=True)
+    rating_id: int = Field(index=True)
+    office: str
+    desk_id: str = Field(index=True)
+    at: datetime = Field(default_factory=utcnow, index=True)
+    phone_hash: str | None = Field(None, index=True)
+    case_id: int | None = None
+    client_hash: str = Field(index=True)
 
 
 class Correction(SQLModel, table=True):
@@ -268,3 +290,41 @@ class Quarantine(SQLModel, table=True):
     topic: str
     reason: str
     payload: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class Heartbeat(SQLModel, table=True):
+    """A terminal's signed heartbeat, logged each time its signed ``last_seq`` (or epoch) changes:
+    the evidence the district checks sequence gaps against (the ``heartbeats`` stream of
+    docs/sync.md). Append-only."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    terminal_id: str = Field(index=True)
+    epoch: int
+    last_seq: int
+    time: int = Field(description="the terminal's clock (Unix seconds), as signed")
+    dtag: str = Field(description="the district tag of the heartbeat (hex); '' if it had none")
+    status: str = Field(description="the status JSON as received")
+    received_at: datetime = Field(default_factory=utcnow)
+
+
+class SyncState(SQLModel, table=True):
+    """One row per stream of the hub -> district sync (hub/sync.py, docs/sync.md): the watermark
+    (the last hub id the district has acknowledged with a 200) and how sending goes."""
+
+    stream: str = Field(primary_key=True)
+    watermark: int = 0
+    pending_to: int | None = Field(
+        default=None, description="the batch in flight: a retry sends the same range and key"
+    )
+    version: int = Field(default=0, description="directory: the hub's snapshot version")
+    digest: str | None = Field(default=None, description="directory: sha256 of that snapshot")
+    changed_at: datetime | None = Field(default=None, description="directory: version bumped at")
+    attempts: int = Field(default=0, description="failed attempts in a row")
+    failing_since: datetime | None = None
+    next_attempt_at: datetime | None = None
+    last_attempt_at: datetime | None = None
+    last_success_at: datetime | None = None
+    last_error: str | None = None
+    last_error_at: datetime | None = None
+    sent: int = Field(default=0, description="items the district acknowledged (all time)")
+    rejected: int = Field(default=0, description="items the district rejected (all time)")

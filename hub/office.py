@@ -48,8 +48,14 @@ AUTO_REASONS = {
     "no_case_required": "không gắn với hồ sơ nào / no case, and this desk requires one",
     "clock_unknown": "thiết bị chưa có giờ chuẩn / terminal clock was not set",
 }
+# Manual ones: every reason of DESIGN.md 6 (staff also find repeats, second ratings, test presses
+# and missing cases the hub could not see), plus free text ("other", with a note).
 MANUAL_REASONS = {
     "on_behalf": "cán bộ bấm thay người dân / entered on a citizen's behalf by staff",
+    "repeat": AUTO_REASONS["repeat"],
+    "second_for_case": AUTO_REASONS["second_for_case"],
+    "no_case_required": "không gắn với hồ sơ nào / no case where one is required",
+    "test": AUTO_REASONS["test"],
     "technician": "kỹ thuật viên thao tác / technician activity",
     "other": "lý do khác / other (see note)",
 }
@@ -367,6 +373,14 @@ def exclude(
         raise OfficeError(f"unknown exclusion reason {reason!r}; use one of: {', '.join(allowed)}")
     if not automatic and s.get(Rating, rating_id) is None:
         raise NotFound(f"rating {rating_id} does not exist")
+    if not automatic and reason == "other" and not (note or "").strip():
+        raise OfficeError("reason 'other' needs a note saying why the rating is left out")
+    if not automatic:
+        standing = _standing_exclusion(s, rating_id, reason)
+        if standing is not None:
+            raise Conflict(
+                f"rating {rating_id} is already excluded for {reason} (exclusion {standing})"
+            )
     ex = Exclusion(rating_id=rating_id, reason=reason, note=note, actor=actor)
     s.add(ex)
     if not automatic:
@@ -382,6 +396,19 @@ def exclude(
             exclusion=ex.id,
         )
     return ex
+
+
+def _standing_exclusion(s: Session, rating_id: int, reason: str) -> int | None:
+    back = aliased(Exclusion)
+    row = s.exec(
+        select(Exclusion.id).where(
+            Exclusion.rating_id == rating_id,
+            Exclusion.reason == reason,
+            col(Exclusion.reverses).is_(None),
+            ~exists().where(col(back.reverses) == col(Exclusion.id)),
+        )
+    ).first()
+    return row
 
 
 def reinstate(s: Session, *, exclusion_id: int, note: str | None, actor: str) -> Exclusion:

@@ -18,10 +18,13 @@ from hub import firmware, protocol, registry
 from hub.alerts import AlertEngine
 from hub.api.app import create_app
 from hub.broker import Mosquitto
+from hub.channels.qr import QrChannel
 from hub.config import Settings
 from hub.db import make_engine
 from hub.ingest import Ingestor, MqttIngest, Result
+from hub.livefeed import LiveFeed
 from hub.models import Terminal
+from hub.sync import SyncSender
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +63,14 @@ class HubService:
             self.engine, token=settings.api_token, office=settings.office, stats=self.stats
         )
         self.app.state.alerts = self.alerts
+        self.livefeed: LiveFeed = self.app.state.livefeed  # GET /api/v1/ratings/stream
         self.app.state.on_registry_change = self.sync_broker_accounts
         self.app.state.device_extra = {  # where terminals reach the broker (not 0.0.0.0)
             "broker_host": settings.advertised_host or settings.mqtt_host,
             "broker_port": settings.mqtt_port,
         }
         self.app.state.prompt = self.prompt_desk
+        self.app.state.qr = QrChannel.from_settings(self.engine, settings)  # /q/<desk token>
         self.rollouts = firmware.RolloutEngine(
             self.engine,
             office=settings.office,
@@ -76,6 +81,10 @@ class HubService:
         )
         self.rollouts.recover()  # a rollout still "running" was cut short by a restart or crash
         self.app.state.rollouts = self.rollouts
+        self.sync: SyncSender | None = None  # to the district, when it is configured
+        if settings.district_url and settings.district_token:
+            self.sync = SyncSender.from_settings(self.engine, settings, alerts=self.alerts)
+        self.app.state.sync = self.sync
         self._server: uvicorn.Server | None = None
         self._api_thread: threading.Thread | None = None
 
@@ -111,6 +120,8 @@ class HubService:
 
     def _after_commit(self, res: Result) -> None:
         """Ingest thread, after the commit and the acks: alerts never delay an ack."""
+        if res.stored:
+            self.livefeed.publish([r.id for r in res.stored])  # wakes the live streams
         self.alerts.on_ratings(res.stored)
         for tid, status in res.statuses:
             self.alerts.on_status(tid, status)
@@ -163,6 +174,8 @@ class HubService:
             self.broker.start()
         self.ingest.start()
         threading.Thread(target=self._alert_timer, name="hub-alert-timer", daemon=True).start()
+        if self.sync is not None:
+            self.sync.start()
         if api:
             cfg = uvicorn.Config(
                 self.app,
@@ -199,7 +212,10 @@ class HubService:
     def stop(self) -> None:
         self._stopping.set()
         self.rollouts.stop()  # a running rollout ends as "interrupted"
+        if self.sync is not None:
+            self.sync.stop()  # after the request in flight; the watermark is in the database
         self.alerts.close()  # ends open event streams so the API stops at once
+        self.livefeed.close()  # and the live ratings streams
         if self._server is not None:
             self._server.should_exit = True
             if self._api_thread:

@@ -59,11 +59,21 @@ District = Annotated[
         help="the district server that issues the terminal's district key (production)",
     ),
 ]
+DistrictToken = Annotated[
+    str | None,
+    typer.Option(
+        "--district-token",
+        envvar="SIPAS_PROVISION_DISTRICT_TOKEN",
+        help="the district's provisioning token (`sipas-district token create --role "
+        "provisioner`); better in the environment than typed",
+        show_default=False,
+    ),
+]
 InsecureDistrict = Annotated[
     bool,
     typer.Option(
         registration.INSECURE_FLAG,
-        help="DEVELOPMENT/PILOT ONLY, until the district server exists: take the district key the "
+        help="DEVELOPMENT/PILOT ONLY, without a district server: take the district key the "
         "hub generates (so the hub could keep it); the record and the sticker are marked",
     ),
 ]
@@ -119,15 +129,17 @@ def register(
     ] = None,
     records_dir: RecordsDir = records.DEFAULT_RECORDS_DIR,
     district: District = None,
+    district_token: DistrictToken = None,
     insecure_hub_district_key: InsecureDistrict = False,
     broker_host: BrokerHost = None,
 ) -> None:
     """Create the terminal at the hub and keep its record (keys included, mode 0600).
 
-    The terminal id is t- and the chip's 12-hex unique id. The district key must come from the
-    district server (--district), which SIPAS does not have yet: until it does, registration is
-    refused (exit 4) unless --insecure-hub-district-key is given for a development or pilot
-    terminal.
+    The terminal id is t- and the chip's 12-hex unique id. The district key comes from the
+    district server (--district URL --district-token T), so the hub never holds it; without them
+    registration is refused (exit 4) unless --insecure-hub-district-key is given for a
+    development or pilot terminal. If the district fails after the hub registered the terminal,
+    the same command again only fetches the key (exit 4 until then).
     """
     if bool(chip_id) == bool(mac):
         raise _fail("give the chip's id with --chip-id HEX12 or --mac AA:BB:..., one of them", 2)
@@ -135,7 +147,7 @@ def register(
     try:
         records.terminal_id_from_chip(chip)
         registration.check_district(
-            registration.DistrictChoice(district, insecure_hub_district_key)
+            registration.DistrictChoice(district, insecure_hub_district_key, district_token)
         )
     except ValueError as e:
         raise _fail(str(e), EXIT_BAD_INPUT) from e
@@ -147,12 +159,16 @@ def register(
                 client,
                 chip=chip,
                 desk=desk,
-                district=registration.DistrictChoice(district, insecure_hub_district_key),
+                district=registration.DistrictChoice(
+                    district, insecure_hub_district_key, district_token
+                ),
                 records_dir=records_dir,
                 broker_host=broker_host,
             )
         except HubError as e:
             raise _fail(str(e), EXIT_HUB) from e
+        except registration.DistrictKeyUnavailable as e:
+            raise _fail(str(e), EXIT_DISTRICT) from e
         except (registration.RegistrationError, records.RecordError) as e:
             raise _fail(str(e), EXIT_BAD_INPUT) from e
     err.print(
@@ -171,6 +187,7 @@ def replace(
     token: Token = "",
     records_dir: RecordsDir = records.DEFAULT_RECORDS_DIR,
     district: District = None,
+    district_token: DistrictToken = None,
     insecure_hub_district_key: InsecureDistrict = False,
     force: Annotated[
         bool, typer.Option(help="even if OLD still holds unsent ratings (they are lost)")
@@ -180,7 +197,7 @@ def replace(
     """A new board takes OLD's desk; OLD's credentials are revoked, the desk's history stays.
 
     OLD's broker account stops working at once. Then `build` and `deploy` the new record."""
-    choice = registration.DistrictChoice(district, insecure_hub_district_key)
+    choice = registration.DistrictChoice(district, insecure_hub_district_key, district_token)
     try:
         registration.check_district(choice)
     except registration.DistrictKeyUnavailable as e:
@@ -200,6 +217,8 @@ def replace(
             raise _fail(str(e), EXIT_BAD_INPUT) from e
         except HubError as e:
             raise _fail(str(e), EXIT_HUB) from e
+        except registration.DistrictKeyUnavailable as e:
+            raise _fail(str(e), EXIT_DISTRICT) from e
         except (registration.RegistrationError, records.RecordError) as e:
             raise _fail(str(e), EXIT_BAD_INPUT) from e
     old_id = records.terminal_id_from_chip(old)

@@ -30,6 +30,7 @@ from provisioning import records
 from provisioning.commands_registry import (
     BrokerHost,
     District,
+    DistrictToken,
     Hub,
     InsecureDistrict,
     RecordsDir,
@@ -331,6 +332,7 @@ def run(
         Path, typer.Option("--bundles", help="where each terminal's bundle is built")
     ] = Path("bundles"),
     district: District = None,
+    district_token: DistrictToken = None,
     insecure_hub_district_key: InsecureDistrict = False,
     broker_host: BrokerHost = None,
     wifi_ssid: Annotated[str | None, typer.Option(help="the office's Wi-Fi network")] = None,
@@ -362,6 +364,7 @@ def run(
         records_dir=records_dir,
         bundles_dir=bundles_dir,
         district=district,
+        district_token=district_token,
         insecure_hub_district_key=insecure_hub_district_key,
         broker_host=broker_host,
         compiled=not py,

@@ -1,10 +1,13 @@
 """Register, replace and retire terminals at the office hub, keeping a record per terminal.
 
 The district key: DESIGN.md 4.3 wants it issued by the district server, so that the hub (run by the
-office being rated) never holds it. That server does not exist yet (the district issue), and the hub
-still generates the key and passes it through. So a production registration (``district_url``) is
-refused with a message saying what is missing, and the interim path is an explicit, loudly named
-choice (``insecure_hub_district_key``) whose records are marked: see docs/decisions.md.
+office being rated) never holds it. With ``--district URL --district-token T`` the tool asks the
+district server (``POST /api/v1/terminals/{id}/key``) and writes that key into the device
+configuration; the hub's answer also carries a key it generated, which is thrown away. The token is
+checked with the district before anything is created at the hub; if the hub registered the terminal
+but the district then failed, the record is kept as ``pending-district`` (mode 0600) and the same
+command again only fetches the key. Pilots without a district server keep the explicit, loudly named
+``insecure_hub_district_key`` choice, whose records are marked: see docs/decisions.md.
 """
 
 from __future__ import annotations
@@ -14,10 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from provisioning import records
 from provisioning.hubapi import HubClient, HubError, api_base, hub_host
 
 INSECURE_FLAG = "--insecure-hub-district-key"
+PENDING = "pending-district"  # a record whose terminal the hub has, still without a district key
 
 
 class RegistrationError(Exception):
@@ -32,6 +38,7 @@ class DistrictKeyUnavailable(RegistrationError):
 class DistrictChoice:
     url: str | None = None  # the district server that issues the key (production)
     insecure_hub_key: bool = False  # development / pilot: accept the hub-generated key
+    token: str | None = None  # the district's provisioning token (role provisioner or admin)
 
 
 def check_district(choice: DistrictChoice) -> str:
@@ -44,21 +51,122 @@ def check_district(choice: DistrictChoice) -> str:
             f"--district and {INSECURE_FLAG} exclude each other: the key comes from one place"
         )
     if choice.url:
-        raise DistrictKeyUnavailable(
-            f"the district server at {choice.url} cannot issue terminal keys yet: this version of "
-            "SIPAS has no district server (it comes with the district issue). Nothing was "
-            f"registered. For a development or pilot terminal only, register with {INSECURE_FLAG} "
-            "(the hub generates the district key; the record and the sticker are marked)"
-        )
+        if not choice.token:
+            raise DistrictKeyUnavailable(
+                "missing --district-token: the district server issues keys only to a "
+                "provisioning token (`sipas-district token create --role provisioner --office "
+                "OFFICE` at the district). Nothing was registered"
+            )
+        return records.DISTRICT_SERVER
     if choice.insecure_hub_key:
         return records.HUB_INTERIM
     raise DistrictKeyUnavailable(
         "missing --district URL: a terminal's district key must come from the district server, so "
-        "that the office's hub never holds it (DESIGN.md 4.3). This version of SIPAS has no "
-        "district server yet (the district issue), so production terminals cannot be registered. "
-        f"Nothing was registered. For a development or pilot terminal only, add {INSECURE_FLAG}: "
-        "the hub generates the district key, and the record and the sticker say so"
+        "that the office's hub never holds it (DESIGN.md 4.3): add --district URL and "
+        "--district-token T (SIPAS_PROVISION_DISTRICT, SIPAS_PROVISION_DISTRICT_TOKEN). Nothing "
+        f"was registered. For a development or pilot terminal only, add {INSECURE_FLAG}: the hub "
+        "generates the district key, and the record and the sticker say so"
     )
+
+
+class DistrictClient:
+    """The two calls the tool makes to the district server: who am I, and issue a key."""
+
+    def __init__(
+        self, url: str, token: str, *, transport: httpx.BaseTransport | None = None
+    ) -> None:
+        base = url.strip().rstrip("/")
+        if not base.startswith(("http://", "https://")):
+            raise DistrictKeyUnavailable(f"--district {url!r}: give it as https://HOST[:PORT]")
+        self.base = base.removesuffix("/api/v1") + "/api/v1"
+        self._http = httpx.Client(
+            base_url=self.base,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=15.0,
+            transport=transport,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _call(self, method: str, path: str, what: str, **kw: Any) -> dict[str, Any]:
+        try:
+            r = self._http.request(method, path, **kw)
+        except httpx.TransportError as e:
+            raise DistrictKeyUnavailable(
+                f"{what}: cannot reach the district server at {self.base} "
+                f"({e.__class__.__name__}: {e}); check --district and the network"
+            ) from e
+        if r.status_code == 401:
+            raise DistrictKeyUnavailable(
+                f"{what}: the district server refused the token: use a provisioning token "
+                "(`sipas-district token create --role provisioner`) in --district-token"
+            )
+        if r.status_code >= 400:
+            try:
+                detail = r.json().get("detail")
+            except ValueError:
+                detail = r.text[:200]
+            raise DistrictKeyUnavailable(f"{what}: the district answered {r.status_code}: {detail}")
+        out: dict[str, Any] = r.json()
+        return out
+
+    def check(self) -> None:
+        """The token works and may issue keys (before anything is created at the hub)."""
+        me = self._call("GET", "/me", "checking the district token")
+        if me.get("role") not in ("provisioner", "admin"):
+            raise DistrictKeyUnavailable(
+                f"the district token is a {me.get('role')} token: keys need a provisioner token"
+            )
+
+    def issue(self, terminal_id: str, *, office: str, epoch: int, desk: str | None) -> str:
+        answer = self._call(
+            "POST",
+            f"/terminals/{terminal_id}/key",
+            f"getting {terminal_id}'s district key",
+            json={"office": office, "epoch": epoch, "desk": desk},
+        )
+        return str(answer["district_key"])
+
+
+def _district_client(choice: DistrictChoice) -> DistrictClient | None:
+    if not choice.url:
+        return None
+    client = DistrictClient(choice.url, choice.token or "")
+    try:
+        client.check()
+    except BaseException:
+        client.close()
+        raise
+    return client
+
+
+def _take_district_key(
+    district: DistrictClient | None,
+    device: dict[str, Any],
+    *,
+    desk: str | None,
+    pending: tuple[Path, Path, dict[str, Any]],
+    again: str = "run the same command again",
+) -> None:
+    """Put the district's key into the device configuration (in place). If the district fails,
+    keep what the hub answered as a pending record, so that running the command again finishes."""
+    if district is None:
+        return
+    device.pop("district_key", None)  # the hub generated it: the hub could have kept it
+    try:
+        device["district_key"] = district.issue(
+            device["terminal_id"], office=device["office"], epoch=int(device["epoch"]), desk=desk
+        )
+    except DistrictKeyUnavailable as e:
+        records_dir, path, rec = pending
+        rec["device"] = device
+        rec["status"] = PENDING
+        _save(records_dir, path, rec)
+        raise DistrictKeyUnavailable(
+            f"{e}. {device['terminal_id']} IS registered at the hub, without its district key: "
+            f"fix the cause and {again} (it only fetches the key; kept in {path})"
+        ) from e
 
 
 def _is_local(host: str) -> bool:
@@ -103,6 +211,7 @@ def register(
     terminal_id = records.terminal_id_from_chip(chip)
     source = check_district(district)
     path = records.record_path(records_dir, terminal_id)
+    old: dict[str, Any] | None = None
     if path.exists():
         old = records.load(path)
         if old.get("status") == "active":
@@ -111,15 +220,31 @@ def register(
                 "again use `sipas-provision build` with that record; for a new board on the same "
                 f"desk use `sipas-provision replace {terminal_id} NEW-CHIP-ID`"
             )
-    answer = client.register(terminal_id, desk)
-    rec = records.new_record(
-        device=_device(answer, client.base, broker_host),
-        hub_url=client.base,
-        chip_id=terminal_id[2:],
-        desk=desk,
-        district_key_source=source,
-        district_url=district.url,
-    )
+    resume = old is not None and old.get("status") == PENDING
+    dc = _district_client(district)
+    try:
+        if resume and old is not None:
+            if dc is None:
+                raise DistrictKeyUnavailable(
+                    f"{path} waits for {terminal_id}'s district key: run again with --district"
+                )
+            device = dict(old["device"])
+            desk = old.get("desk")
+        else:
+            device = _device(client.register(terminal_id, desk), client.base, broker_host)
+        rec = records.new_record(
+            device=device,
+            hub_url=client.base,
+            chip_id=terminal_id[2:],
+            desk=desk,
+            district_key_source=source,
+            district_url=district.url,
+        )
+        _take_district_key(dc, device, desk=desk, pending=(records_dir, path, rec))
+    finally:
+        if dc is not None:
+            dc.close()
+    rec["device"] = device
     records.add_event(rec, "registered", desk=desk)
     _save(records_dir, path, rec)
     return path, rec
@@ -158,21 +283,39 @@ def replace(
     new_path = records.record_path(records_dir, new_id)
     if new_path.exists() and records.load(new_path).get("status") == "active":
         raise RegistrationError(f"{new_path} already records {new_id} as an active terminal")
+    dc = _district_client(district)
     try:
-        answer = client.replace(old_id, new_id, force=force)
-    except HubError as e:
-        if e.status == 409 and "unsent" in str(e):
-            raise HubError(f"{e}. With the tool: add --force (those ratings are then lost)") from e
-        raise
-    desk = _desk_at_hub(client, new_id)
-    rec = records.new_record(
-        device=_device(answer, client.base, broker_host),
-        hub_url=client.base,
-        chip_id=new_id[2:],
-        desk=desk,
-        district_key_source=source,
-        district_url=district.url,
-    )
+        try:
+            answer = client.replace(old_id, new_id, force=force)
+        except HubError as e:
+            if e.status == 409 and "unsent" in str(e):
+                raise HubError(
+                    f"{e}. With the tool: add --force (those ratings are then lost)"
+                ) from e
+            raise
+        desk = _desk_at_hub(client, new_id)
+        device = _device(answer, client.base, broker_host)
+        rec = records.new_record(
+            device=device,
+            hub_url=client.base,
+            chip_id=new_id[2:],
+            desk=desk,
+            district_key_source=source,
+            district_url=district.url,
+        )
+        # A pending replacement is finished with `register --chip-id NEW` and the same options.
+        _take_district_key(
+            dc,
+            device,
+            desk=desk,
+            pending=(records_dir, new_path, rec),
+            again=f"run `sipas-provision register --chip-id {new_id}` with the same --district "
+            "options",
+        )
+    finally:
+        if dc is not None:
+            dc.close()
+    rec["device"] = device
     records.add_event(rec, "registered", desk=desk, replaces=old_id)
     _save(records_dir, new_path, rec)
     old_path = records.find(records_dir, old_id)
@@ -212,7 +355,9 @@ def retire(
 
 
 __all__ = [
+    "PENDING",
     "DistrictChoice",
+    "DistrictClient",
     "DistrictKeyUnavailable",
     "RegistrationError",
     "api_base",

@@ -53,6 +53,7 @@ class Options:
     records_dir: Path
     bundles_dir: Path
     district: str | None = None
+    district_token: str | None = None
     insecure_hub_district_key: bool = False
     broker_host: str | None = None
     compiled: bool = True
@@ -195,7 +196,9 @@ def _pipeline(job: Job, opts: Options, console: Console, outcome: Outcome) -> No
             console.print(f"  already registered (record {path}): keeping it")
             rec = existing
         else:
-            choice = registration.DistrictChoice(opts.district, opts.insecure_hub_district_key)
+            choice = registration.DistrictChoice(
+                opts.district, opts.insecure_hub_district_key, opts.district_token
+            )
             try:
                 path, rec = registration.register(
                     client,

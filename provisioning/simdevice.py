@@ -39,6 +39,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from provisioning.records import write_private
 from provisioning.simrun import EXIT_RESET
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -124,6 +125,7 @@ def install(
     else:
         raise SimDeviceError("no configuration: give config=, or a bundle built with one")
     root.mkdir(parents=True, exist_ok=True)
+    root.chmod(0o700)  # its config.json holds the terminal's keys and passwords
     for name in _FRESH:
         p = root / name
         if p.is_dir():
@@ -136,7 +138,7 @@ def install(
     for name, src in app.items():
         shutil.copyfile(src, root / "app" / name)
     cfg["outbox_dir"] = str(root.resolve() / "outbox")
-    (root / "config.json").write_text(json.dumps(cfg))
+    write_private(root / "config.json", json.dumps(cfg).encode())  # mode 0600, as the record
     return root
 
 

@@ -30,6 +30,10 @@ if [ $want_test -eq 1 ]; then
   have node || debs+=(nodejs)
   have npm || debs+=(npm)
   have openscad || debs+=(openscad)  # renders hardware/enclosure.scad in the tests
+  have chromium || debs+=(chromium)  # the dashboard's browser tests (headless)
+  have chromedriver || debs+=(chromium-driver)
+  # The district server's tests run on a real PostgreSQL (tests/fixtures/district_db.py).
+  have pg_ctlcluster || debs+=(postgresql)
 fi
 if [ ${#debs[@]} -gt 0 ]; then
   mapfile -t debs < <(printf '%s\n' "${debs[@]}" | sort -u)

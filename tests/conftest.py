@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.micropython",
     "tests.fixtures.hub",
     "tests.fixtures.fake_esp32",
+    "tests.fixtures.browser",
 ]

@@ -117,16 +117,21 @@ class Board:
             d = time.ticks_diff(now, self._since[i])
             if d < 0 or d > DEBOUNCE_MS * 4:  # negative: the last press was days ago (ticks wrap)
                 self._since[i] = now
-                self._pressed.append(i)
+                self._pressed.append((i, now))
 
         return handler
 
     def read_presses(self):
-        # Debounced presses since the last call: a press shorter than DEBOUNCE_MS is noise.
+        # Debounced presses since the last call: a button still down DEBOUNCE_MS after its rising
+        # edge is a press; shorter is noise (or a release's bounce). Timed from the edge, not from
+        # this call: the loop may come late (a beep, a flash write), and a quick tap that was
+        # over by then + DEBOUNCE_MS would be lost without any feedback.
         out = []
         while self._pressed:
-            i = self._pressed.pop(0)
-            time.sleep_ms(DEBOUNCE_MS)
+            i, at = self._pressed.pop(0)
+            wait = DEBOUNCE_MS - time.ticks_diff(time.ticks_ms(), at)
+            if wait > 0:
+                time.sleep_ms(wait)
             if self.buttons[i].value():
                 out.append(i + 1)
         return out
@@ -225,7 +230,11 @@ class Board:
             pass
         for pin in self.buttons:
             pin.irq(handler=None)
-        esp32.wake_on_ext1(pins=tuple(self.buttons), level=esp32.WAKEUP_ANY_HIGH)
+        # ext1 ANY_HIGH wakes on a level: a button still held (stuck, or leaned on) would wake
+        # the chip at once and count as a new press on every wake, never letting it sleep. Only
+        # the released buttons wake it; app/power.py sets a timer that arms the others again.
+        free = tuple(pin for pin in self.buttons if not pin.value())
+        esp32.wake_on_ext1(pins=free, level=esp32.WAKEUP_ANY_HIGH)
         if timer_ms:
             machine.deepsleep(int(timer_ms))
         machine.deepsleep()

@@ -208,6 +208,12 @@ class Power:
         s.reached = 1 if self._reached else 0
         b.rtc_memory(s.pack())
         timer = self.timer_ms(app, rtc)
+        held = getattr(b, "buttons_held", None)
+        if held and held():
+            # Still held after battery_awake_max_s (stuck, or leaned on): the board leaves it out
+            # of the wake-up buttons (else it would wake at once, again and again), so come back
+            # by timer to arm it once it is released.
+            timer = min(timer, self.cfg["battery_retry_s"] * 1000)
         if getattr(app, "healthy", True) is False:
             # A wake that ends in a planned sleep is a healthy boot, even when the hub was out of
             # reach: without this, every wake would count as a failed boot (app/ota.py).

@@ -15,15 +15,24 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from hub.alerts import AlertEngine, AlertNotFound, AlertOut, AlertStateError, RuleCode
+from hub.api.auth import READ_ALL, WRITE_OFFICE, Principal, require
+
+_ACTOR = (
+    "who acts, for the bootstrap token only (shared by tools); a personal token acts as its holder"
+)
 
 
 class AlertAction(BaseModel):
-    actor: str = Field(min_length=1, max_length=64, examples=["truong.bo.phan"])
+    actor: str | None = Field(
+        None, min_length=1, max_length=64, examples=["truong.bo.phan"], description=_ACTOR
+    )
     comment: str | None = Field(None, max_length=2000)
 
 
 class AlertComment(BaseModel):
-    actor: str = Field(min_length=1, max_length=64, examples=["truong.bo.phan"])
+    actor: str | None = Field(
+        None, min_length=1, max_length=64, examples=["truong.bo.phan"], description=_ACTOR
+    )
     comment: str = Field(min_length=1, max_length=2000, examples=["Đã gặp công dân để xin lỗi"])
 
 
@@ -53,17 +62,22 @@ def sse(payload: dict[str, Any]) -> str:
     return f"id: {payload['event_id']}\nevent: alert\ndata: {data}\n\n"
 
 
-def alerts_router(*, ping_seconds: float = 15.0) -> APIRouter:
-    # imported here: hub.api.app includes this router, so a module-level import would be circular
-    from hub.api.app import _authorised
+def _name(who: Principal, named: str | None) -> str:
+    # The alert's history shows a person; tools on the bootstrap token name the one they act for.
+    return named if named and who.token_id is None else who.name
 
-    router = APIRouter(
-        prefix="/api/v1/alerts", tags=["alerts"], dependencies=[Depends(_authorised)]
-    )
+
+Writer = Annotated[Principal, Depends(require(*WRITE_OFFICE))]
+
+
+def alerts_router(*, ping_seconds: float = 15.0) -> APIRouter:
+    router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
+    read = [Depends(require(*READ_ALL))]
 
     # before "/{alert_id}", which would otherwise take "stream" for an id
     @router.get(
         "/stream",
+        dependencies=read,
         response_class=StreamingResponse,
         responses={200: {"content": {"text/event-stream": {}}}},
     )
@@ -95,7 +109,7 @@ def alerts_router(*, ping_seconds: float = 15.0) -> APIRouter:
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
-    @router.get("", response_model=list[AlertOut])
+    @router.get("", response_model=list[AlertOut], dependencies=read)
     def list_alerts(
         alerts: AlertsDep,
         state: Literal["open", "acknowledged", "resolved", "unresolved"] | None = None,
@@ -107,22 +121,22 @@ def alerts_router(*, ping_seconds: float = 15.0) -> APIRouter:
         """Newest first."""
         return alerts.list(state, limit, rule=rule, desk=desk, before_id=before_id)
 
-    @router.get("/{alert_id}", response_model=AlertOut)
+    @router.get("/{alert_id}", response_model=AlertOut, dependencies=read)
     def get_alert(alerts: AlertsDep, alert_id: int) -> AlertOut:
         """One alert with its history."""
         return _act(lambda: alerts.get(alert_id))
 
     @router.post("/{alert_id}/acknowledge", response_model=AlertOut)
-    def acknowledge(alerts: AlertsDep, alert_id: int, body: AlertAction) -> AlertOut:
-        return _act(lambda: alerts.acknowledge(alert_id, body.actor, body.comment))
+    def acknowledge(alerts: AlertsDep, alert_id: int, body: AlertAction, who: Writer) -> AlertOut:
+        return _act(lambda: alerts.acknowledge(alert_id, _name(who, body.actor), body.comment))
 
     @router.post("/{alert_id}/resolve", response_model=AlertOut)
-    def resolve(alerts: AlertsDep, alert_id: int, body: AlertAction) -> AlertOut:
-        return _act(lambda: alerts.resolve(alert_id, body.actor, body.comment))
+    def resolve(alerts: AlertsDep, alert_id: int, body: AlertAction, who: Writer) -> AlertOut:
+        return _act(lambda: alerts.resolve(alert_id, _name(who, body.actor), body.comment))
 
     @router.post("/{alert_id}/comment", response_model=AlertOut)
-    def comment(alerts: AlertsDep, alert_id: int, body: AlertComment) -> AlertOut:
-        return _act(lambda: alerts.comment(alert_id, body.actor, body.comment))
+    def comment(alerts: AlertsDep, alert_id: int, body: AlertComment, who: Writer) -> AlertOut:
+        return _act(lambda: alerts.comment(alert_id, _name(who, body.actor), body.comment))
 
     return router
 

@@ -2,41 +2,23 @@
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Callable, Iterator
-from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import not_
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, func, select
 
 from hub import registry
-from hub.models import Quarantine, Rating, RatingPublic, Terminal
-from hub.office import OfficeError, as_utc
-from hub.office import valid as office_valid
-
-_bearer = HTTPBearer(auto_error=False)
+from hub.api.auth import READ_ALL, api_routes, require, roles_of
+from hub.models import Quarantine, Rating, Terminal
+from hub.office import OfficeError
 
 
 def _session(request: Request) -> Iterator[Session]:
     with Session(request.app.state.engine) as s:
         yield s
-
-
-def _authorised(
-    request: Request, cred: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-) -> None:
-    token: str = request.app.state.token
-    if cred is None or not hmac.compare_digest(cred.credentials.encode(), token.encode()):
-        raise HTTPException(
-            401,
-            "missing or wrong API token: send 'Authorization: Bearer <token>'",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
 
 
 SessionDep = Annotated[Session, Depends(_session)]
@@ -70,16 +52,41 @@ def create_app(
     app.state.engine = engine
     app.state.token = token
     app.state.office = office
-    auth = [Depends(_authorised)]
+    auth = [Depends(require(*READ_ALL))]  # every route says who may call it (hub/api/auth.py)
     from hub.api.alerts import alerts_router  # these import this module's dependencies
+    from hub.api.audit import router as audit_router
+    from hub.api.exclusions import router as exclusions_router
     from hub.api.firmware import admin as firmware_admin
     from hub.api.firmware import public as firmware_public
     from hub.api.office import router as office_router
+    from hub.api.ratings import router as ratings_router
+    from hub.livefeed import LiveFeed
 
     app.include_router(office_router)
     app.include_router(firmware_public)  # no token: terminals download updates from it
     app.include_router(firmware_admin)
     app.include_router(alerts_router())
+    app.include_router(audit_router)
+    app.include_router(ratings_router)  # ratings, their CSV export and live stream
+    app.include_router(exclusions_router)  # exclusions and corrections
+    app.state.livefeed = LiveFeed()  # the hub service publishes stored ratings on it
+    from hub.web import web_router  # the staff dashboard: pages without a token, data with one
+
+    app.include_router(web_router())
+    from hub.api.paper import router as paper_router
+    from hub.api.qr import admin as qr_admin
+    from hub.api.qr import public as qr_public
+
+    app.include_router(qr_public)  # no token: the citizen's page of the QR channel
+    app.include_router(qr_admin)
+    app.include_router(paper_router)  # paper ballot boxes: minutes and tallies
+    from hub.api.reports import router as reports_router
+
+    app.include_router(reports_router)  # satisfaction, heat map, monthly XLSX/CSV
+    from hub.api.sync import router as sync_router
+
+    app.include_router(sync_router)  # how the sync to the district goes
+    app.state.sync = None  # the hub service sets its SyncSender here when sync is configured
 
     @app.get("/api/v1/health", dependencies=auth)
     def health(s: SessionDep) -> dict[str, Any]:
@@ -92,49 +99,33 @@ def create_app(
             out.update(stats())
         return out
 
-    @app.get("/api/v1/ratings", dependencies=auth, response_model=list[RatingPublic])
-    def ratings(
-        s: SessionDep,
-        terminal: str | None = None,
-        desk: str | None = None,
-        official: str | None = None,
-        link_status: str | None = None,
-        valid: bool | None = Query(
-            None, description="true: only ratings that count; false: only excluded"
-        ),
-        since: datetime | None = Query(
-            None, description="press time from (ISO 8601; without a zone: office time)"
-        ),
-        after_id: int = Query(0, ge=0, description="cursor: the last id of the previous page"),
-        limit: int = Query(100, ge=1, le=1000),
-    ) -> list[RatingPublic]:
-        q = select(Rating).where(Rating.id > after_id)  # type: ignore[operator]
-        if terminal:
-            q = q.where(Rating.terminal_id == terminal)
-        if desk:
-            q = q.where(Rating.desk == desk)
-        if official:
-            q = q.where(Rating.official_id == official)
-        if link_status:
-            q = q.where(Rating.link_status == link_status)
-        if valid is not None:
-            q = q.where(office_valid() if valid else not_(office_valid()))
-        if since:
-            q = q.where(Rating.press_time >= as_utc(since))
-        rows = s.exec(q.order_by(Rating.id).limit(limit)).all()  # type: ignore[arg-type]
-        return [
-            RatingPublic(
-                **r.model_dump(exclude={"raw"}),
-                hub_tag=r.raw[16:32].hex(),
-                district_tag=r.raw[32:48].hex(),
-            )
-            for r in rows
-        ]
-
     @app.get("/api/v1/terminals", dependencies=auth)
     def terminals(s: SessionDep) -> list[dict[str, Any]]:
         """Every terminal with its health from the last heartbeat (online = heard in 3 minutes)."""
         rows = s.exec(select(Terminal).order_by(col(Terminal.id))).all()
         return [registry.health(t) for t in rows]
 
+    _document_roles(app)
     return app
+
+
+def _document_roles(app: FastAPI) -> None:
+    """Each operation of the OpenAPI document lists the roles that may call it (``x-roles``), read
+    from its ``require(...)`` (hub/api/auth.py) whenever the document is built."""
+    build = app.openapi
+    done: set[int] = set()
+
+    def openapi() -> dict[str, Any]:
+        doc = build()
+        if id(doc) not in done:
+            for route in api_routes(app):
+                roles = roles_of(route)
+                path = getattr(route, "path_format", route.path)  # {path:path} -> {path}
+                ops = doc.get("paths", {}).get(path, {})
+                for method in route.methods or ():
+                    if roles is not None and method.lower() in ops:
+                        ops[method.lower()]["x-roles"] = sorted(roles)
+            done.add(id(doc))
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -22,9 +22,10 @@ import hmac
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, Header, HTTPException, Request
+import fastapi.routing
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
@@ -44,6 +45,7 @@ ADMIN_ONLY = (ADMIN,)  # terminals, firmware, tokens
 ANY_ROLE = ROLES  # officials included: such a route must scope by Principal.official_id
 
 _bearer = HTTPBearer(auto_error=False)
+_ROLES = "sipas_roles"  # the attribute on require()'s dependency that holds its roles
 
 
 @dataclass(frozen=True)
@@ -133,7 +135,12 @@ def principal(
 
 
 def require(*roles: str) -> Callable[..., Principal]:
-    """A dependency that lets only these roles through (403 names the roles that may)."""
+    """A dependency that lets only these roles through (403 names the roles that may). It keeps its
+    roles, so the app lists who may call each route (``x-roles`` in the OpenAPI document) and a test
+    finds any route that declares none (:func:`roles_of`)."""
+    unknown = set(roles) - set(ROLES)
+    if not roles or unknown:
+        raise ValueError(f"require() needs roles from {ROLES}, got {roles}")
     allowed = frozenset(roles)
 
     def dep(who: Annotated[Principal, Depends(principal)]) -> Principal:
@@ -143,4 +150,41 @@ def require(*roles: str) -> Callable[..., Principal]:
             )
         return who
 
+    setattr(dep, _ROLES, allowed)
     return dep
+
+
+def scope_official(who: Principal, official_id: str | None) -> str | None:
+    """The official a query may cover: an official's own id whatever they ask (403 when they ask
+    for someone else), the requested one (or None: everybody) for every other role."""
+    if who.role != OFFICIAL:
+        return official_id
+    if official_id is not None and official_id != who.official_id:
+        raise HTTPException(403, "an official sees only their own results and duty log")
+    return who.official_id
+
+
+def api_routes(app: FastAPI) -> list[Any]:
+    """Every API operation of the app as FastAPI runs it (the path with its router's prefix, the
+    router's dependencies included): each has ``path``, ``methods``, ``dependant``, ``body_field``.
+    FastAPI 0.12x+ keeps included routers as nodes of ``app.routes``; older ones flatten them."""
+    contexts = getattr(fastapi.routing, "iter_route_contexts", None)
+    routes = list(contexts(app.routes)) if contexts else list(app.routes)
+    return [r for r in routes if getattr(r, "dependant", None) is not None]
+
+
+def roles_of(route: Any) -> frozenset[str] | None:
+    """The roles a route lets in (every ``require`` in its dependency tree must pass, so the
+    intersection), or None when it asks for no token at all."""
+    root = getattr(route, "dependant", None)
+    if root is None:
+        return None
+    found: frozenset[str] | None = None
+    todo = [root]
+    while todo:
+        d = todo.pop()
+        roles: frozenset[str] | None = getattr(d.call, _ROLES, None)
+        if roles is not None:
+            found = roles if found is None else found & roles
+        todo.extend(d.dependencies)
+    return found

@@ -3,7 +3,8 @@ over-the-air update"; hub/firmware.py does the work).
 
 ``GET /api/v1/firmware/{version}/{path}`` needs no token: terminals download from it, the files hold
 no secret and the per-terminal signature makes them tamper-evident. It serves only ``manifest.json``
-and the names that manifest lists. Everything else needs the API token.
+and the names that manifest lists. Importing bundles and starting rollouts is for role admin; the
+office and district staff may read which versions are here and how rollouts went.
 """
 
 from __future__ import annotations
@@ -11,17 +12,18 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field, model_validator
 from sqlmodel import Session
 
 from hub import firmware
-from hub.api.app import _authorised
+from hub.api.auth import ADMIN_ONLY, READ_ALL, Principal, require
 from hub.models import AuditLog
 
 public = APIRouter(prefix="/api/v1/firmware", tags=["firmware"])
-admin = APIRouter(prefix="/api/v1", tags=["firmware"], dependencies=[Depends(_authorised)])
+admin = APIRouter(prefix="/api/v1", tags=["firmware"])
+_read = [Depends(require(*READ_ALL))]
 
 
 def _engine(request: Request) -> firmware.RolloutEngine:
@@ -34,8 +36,14 @@ def _engine(request: Request) -> firmware.RolloutEngine:
 Rollouts = Annotated[firmware.RolloutEngine, Depends(_engine)]
 
 
-def _actor(x_sipas_actor: Annotated[str | None, Header(max_length=64)] = None) -> str:
-    return f"api:{x_sipas_actor or 'admin'}"
+class Problem(BaseModel):
+    """A refused request: what was wrong (a sentence, or FastAPI's list of invalid fields)."""
+
+    detail: str | list[dict[str, Any]]
+
+
+def _actor(who: Annotated[Principal, Depends(require(*ADMIN_ONLY))]) -> str:
+    return who.actor
 
 
 @public.get("/{version}/{path:path}", response_class=Response)
@@ -49,7 +57,7 @@ def download(version: str, path: str, request: Request) -> Response:
     return Response(body, media_type=kind, headers={"Cache-Control": "no-cache"})
 
 
-@admin.get("/firmware")
+@admin.get("/firmware", dependencies=_read)
 def versions(eng: Rollouts) -> list[dict[str, Any]]:
     """The versions imported on this hub."""
     out = []
@@ -63,7 +71,10 @@ def versions(eng: Rollouts) -> list[dict[str, Any]]:
 @admin.post(
     "/firmware",
     status_code=201,
-    responses={200: {"description": "this version was already imported with the same content"}},
+    responses={
+        200: {"description": "this version was already imported with the same content"},
+        422: {"description": "not a valid bundle (the text says why)", "model": Problem},
+    },
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -150,13 +161,13 @@ def start_rollout(
     return out
 
 
-@admin.get("/rollouts")
+@admin.get("/rollouts", dependencies=_read)
 def list_rollouts(eng: Rollouts, limit: int = Query(20, ge=1, le=200)) -> list[dict[str, Any]]:
     """Recent rollouts, newest first."""
     return eng.recent(limit)
 
 
-@admin.get("/rollouts/{rollout_id}")
+@admin.get("/rollouts/{rollout_id}", dependencies=_read)
 def get_rollout(rollout_id: int, eng: Rollouts) -> dict[str, Any]:
     """A rollout's state and every terminal's: pending, sent, staged, trial, updated, skipped,
     failed (with the reason), not_started, interrupted."""

@@ -1,32 +1,52 @@
 """API for the office's own records: desks, officials, duty check-in/out, handed-back cases,
-terminal placement, exclusions, the audit log and the integrity check."""
+terminal placement and the integrity check (exclusions and corrections: hub/api/exclusions.py)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 from sqlmodel import Session, col, select
 
 from hub import integrity, registry
 from hub import office as ofc
-from hub.api.app import SessionDep, _authorised
-from hub.models import AuditLog, Case, Desk, DutyEvent, Exclusion, Official, utcnow
+from hub.api.app import SessionDep
+from hub.api.auth import (
+    ADMIN_ONLY,
+    ANY_ROLE,
+    OFFICIAL,
+    READ_ALL,
+    WRITE_OFFICE,
+    Principal,
+    require,
+    scope_official,
+)
+from hub.models import Case, Desk, DutyEvent, Official, utcnow
 
-router = APIRouter(prefix="/api/v1", dependencies=[Depends(_authorised)])
+router = APIRouter(prefix="/api/v1")
+READ = [Depends(require(*READ_ALL))]  # every record of the office: admin, supervisor, auditor
 
 
-def _actor(x_sipas_actor: Annotated[str | None, Header(max_length=64)] = None) -> str:
-    # One API token for now: the caller names who acts (recorded in the audit log).
-    return f"api:{x_sipas_actor or 'admin'}"
+def _writer(who: Annotated[Principal, Depends(require(*WRITE_OFFICE))]) -> str:
+    return who.actor
 
 
-Actor = Annotated[str, Depends(_actor)]
+def _admin(who: Annotated[Principal, Depends(require(*ADMIN_ONLY))]) -> str:
+    return who.actor
+
+
+# What a route that changes something records in the audit log as the actor (hub/api/auth.py);
+# asking for it also says who may call the route.
+Actor = Annotated[str, Depends(_writer)]  # office data: admin, supervisor
+AdminActor = Annotated[str, Depends(_admin)]  # terminals: admin
+Anyone = Annotated[Principal, Depends(require(*ANY_ROLE))]  # scoped to an official's own records
+OnDuty = Annotated[
+    Principal, Depends(require(*WRITE_OFFICE, OFFICIAL))
+]  # officials: only themselves
 
 
 @contextmanager
@@ -48,8 +68,9 @@ def _changed(request: Request) -> None:
 
 
 # -- desks and officials ---------------------------------------------------------------------------
-@router.get("/desks", tags=["office"])
+@router.get("/desks", tags=["office"], dependencies=[Depends(require(*ANY_ROLE))])
 def list_desks(s: SessionDep, request: Request) -> list[Desk]:
+    """The office's desks (officials too: they check in at one)."""
     return list(
         s.exec(select(Desk).where(Desk.office == _office(request)).order_by(col(Desk.id))).all()
     )
@@ -66,8 +87,11 @@ def create_desk(data: ofc.DeskCreate, s: SessionDep, request: Request, actor: Ac
 
 
 @router.get("/officials", tags=["office"])
-def list_officials(s: SessionDep, request: Request) -> list[Official]:
+def list_officials(s: SessionDep, request: Request, who: Anyone) -> list[Official]:
+    """The office's officials; an official sees only their own entry."""
     q = select(Official).where(Official.office == _office(request)).order_by(col(Official.id))
+    if who.role == OFFICIAL:
+        q = q.where(Official.id == who.official_id)
     return list(s.exec(q).all())
 
 
@@ -96,7 +120,7 @@ def place_terminal(
     terminal_id: str,
     s: SessionDep,
     request: Request,
-    actor: Actor,
+    actor: AdminActor,
     desk_id: str | None = Query(None, description="empty: take it off its desk"),
 ) -> dict[str, Any]:
     with _errors():
@@ -125,7 +149,7 @@ def _device(request: Request, device: dict[str, Any]) -> dict[str, Any]:
 
 @router.post("/terminals", status_code=201, tags=["terminals"])
 def register_terminal(
-    data: TerminalCreate, s: SessionDep, request: Request, actor: Actor
+    data: TerminalCreate, s: SessionDep, request: Request, actor: AdminActor
 ) -> dict[str, Any]:
     """Register a terminal; the answer is its device configuration, with its secrets (keep it safe).
     Its MQTT account works as soon as this returns."""
@@ -151,7 +175,7 @@ def register_terminal(
 
 @router.post("/terminals/{terminal_id}/replace", status_code=201, tags=["terminals"])
 def replace_terminal(
-    terminal_id: str, data: TerminalReplace, request: Request, actor: Actor
+    terminal_id: str, data: TerminalReplace, request: Request, actor: AdminActor
 ) -> dict[str, Any]:
     """A new terminal takes the old one's desk; the old one's account stops working."""
     try:
@@ -176,7 +200,7 @@ class TerminalRetire(BaseModel):
 
 @router.post("/terminals/{terminal_id}/retire", tags=["terminals"])
 def retire_terminal(
-    terminal_id: str, data: TerminalRetire, request: Request, actor: Actor
+    terminal_id: str, data: TerminalRetire, request: Request, actor: AdminActor
 ) -> dict[str, Any]:
     """Take a terminal out of service: its MQTT account is removed from the broker at once and it
     comes off its desk; its ratings and the desk's history stay."""
@@ -196,25 +220,52 @@ def retire_terminal(
 
 
 # -- duty ------------------------------------------------------------------------------------------
+def _own_duty(req: ofc.DutyRequest, who: Principal) -> ofc.DutyRequest:
+    """An official checks only themselves in or out, and only now: a back-dated entry would move
+    ratings from one official to another (a supervisor corrects the log)."""
+    if who.role != OFFICIAL:
+        return req
+    if req.official_id is not None and req.official_id != who.official_id:
+        raise HTTPException(403, "an official checks in and out only themselves")
+    if req.at is not None:
+        raise HTTPException(
+            403,
+            "an official checks in and out at the current time (leave 'at' out); "
+            "ask a supervisor to correct the duty log",
+        )
+    return req.model_copy(update={"official_id": who.official_id})
+
+
 @router.post("/duty/check-in", status_code=201, tags=["duty"])
-def check_in(req: ofc.DutyRequest, s: SessionDep, request: Request, actor: Actor) -> DutyEvent:
+def check_in(req: ofc.DutyRequest, s: SessionDep, request: Request, who: OnDuty) -> DutyEvent:
+    """Start serving at a desk (an official: only themselves, only now)."""
+    req = _own_duty(req, who)
     with _errors():
-        ev = ofc.check_in(s, office=_office(request), req=req, actor=actor)
+        ev = ofc.check_in(s, office=_office(request), req=req, actor=who.actor)
         s.commit()
         s.refresh(ev)
     return ev
 
 
 @router.post("/duty/check-out", status_code=201, tags=["duty"])
-def check_out(req: ofc.DutyRequest, s: SessionDep, request: Request, actor: Actor) -> DutyEvent:
+def check_out(req: ofc.DutyRequest, s: SessionDep, request: Request, who: OnDuty) -> DutyEvent:
+    """Stop serving at a desk (an official: only themselves, only now)."""
+    req = _own_duty(req, who)
     with _errors():
-        ev = ofc.check_out(s, office=_office(request), req=req, actor=actor)
+        if who.role == OFFICIAL:
+            current = ofc.on_duty(s, desk_id=ofc.get_desk(s, req.desk_id).id, at=utcnow())
+            if current is not None and current != who.official_id:
+                raise HTTPException(
+                    403,
+                    f"{current} is on duty at desk {req.desk_id}: you can check out only yourself",
+                )
+        ev = ofc.check_out(s, office=_office(request), req=req, actor=who.actor)
         s.commit()
         s.refresh(ev)
     return ev
 
 
-@router.get("/duty/current", tags=["duty"])
+@router.get("/duty/current", tags=["duty"], dependencies=READ)
 def on_duty_now(s: SessionDep, request: Request) -> dict[str, str | None]:
     """Who is on duty at each desk right now."""
     now = utcnow()
@@ -227,11 +278,14 @@ def on_duty_now(s: SessionDep, request: Request) -> dict[str, str | None]:
 @router.get("/duty", tags=["duty"])
 def duty_log(
     s: SessionDep,
+    who: Anyone,
     desk_id: str | None = None,
     official_id: str | None = None,
     since: datetime | None = None,
     limit: int = Query(200, ge=1, le=5000),
 ) -> list[DutyEvent]:
+    """The duty log, newest first (an official: their own only)."""
+    official_id = scope_official(who, official_id)
     q = select(DutyEvent)
     if desk_id:
         q = q.where(DutyEvent.desk_id == desk_id)
@@ -251,8 +305,14 @@ def _record_cases(
     out = []
     created_desks = set()
     with _errors():
-        for data in items:
-            case, created = ofc.record_case(s, office=_office(request), data=data, actor=actor)
+        for row, data in enumerate(items, start=1):
+            try:
+                case, created = ofc.record_case(s, office=_office(request), data=data, actor=actor)
+            except ofc.OfficeError as e:
+                if len(items) == 1:
+                    raise
+                # a batch is all or nothing: name the first bad row so the sender can fix it
+                raise type(e)(f"row {row} (case {data.code}): {e}; no case was recorded") from e
             out.append({"case": case.model_dump(), "created": created})
             if created:
                 created_desks.add(case.desk_id)
@@ -266,11 +326,23 @@ def _record_cases(
 
 @router.post("/cases", status_code=201, tags=["cases"])
 def case_handed_back(
-    data: ofc.CaseCreate, s: SessionDep, request: Request, actor: Actor
+    data: ofc.CaseCreate, s: SessionDep, request: Request, who: OnDuty
 ) -> dict[str, Any]:
     """A case's result was handed back at a desk (from the one-stop system or a receipt scan).
-    The same case code again is accepted and changes nothing (`created`: false)."""
-    return _record_cases([data], s, request, actor)[0]
+    The same case code again is accepted and changes nothing (`created`: false). An official may
+    record only a case handed back now, by themselves, at the desk where they are on duty (the
+    receipt scan at their desk)."""
+    if who.role == OFFICIAL:
+        if data.handed_back_at is not None or data.official_id not in (None, who.official_id):
+            raise HTTPException(
+                403, "an official records only their own hand-backs, as they happen"
+            )
+        if ofc.on_duty(s, desk_id=data.desk_id, at=utcnow()) != who.official_id:
+            raise HTTPException(
+                403, f"you are not on duty at desk {data.desk_id}: check in there first"
+            )
+        data = data.model_copy(update={"official_id": who.official_id})
+    return _record_cases([data], s, request, who.actor)[0]
 
 
 @router.post("/cases/batch", status_code=201, tags=["cases"])
@@ -283,7 +355,7 @@ def cases_handed_back(
     return _record_cases(items, s, request, actor)
 
 
-@router.get("/cases", tags=["cases"])
+@router.get("/cases", tags=["cases"], dependencies=READ)
 def list_cases(
     s: SessionDep,
     request: Request,
@@ -302,54 +374,17 @@ def list_cases(
     return list(s.exec(q.order_by(col(Case.handed_back_at).desc()).limit(limit)).all())
 
 
-# -- exclusions ------------------------------------------------------------------------------------
-@router.get("/ratings/{rating_id}/exclusions", tags=["ratings"])
-def rating_exclusions(rating_id: int, s: SessionDep) -> list[Exclusion]:
-    return ofc.exclusions_of(s, rating_id)
-
-
-@router.post("/ratings/{rating_id}/exclusions", status_code=201, tags=["ratings"])
-def exclude_rating(
-    rating_id: int, data: ofc.ExclusionCreate, s: SessionDep, actor: Actor
-) -> Exclusion:
-    """Leave a rating out of the figures, with a reason (the rating itself is never changed)."""
-    with _errors():
-        ex = ofc.exclude(s, rating_id=rating_id, reason=data.reason, note=data.note, actor=actor)
-        s.commit()
-        s.refresh(ex)
-    return ex
-
-
-@router.post("/exclusions/{exclusion_id}/reinstate", status_code=201, tags=["ratings"])
-def reinstate(exclusion_id: int, s: SessionDep, actor: Actor, note: str | None = None) -> Exclusion:
-    with _errors():
-        back = ofc.reinstate(s, exclusion_id=exclusion_id, note=note, actor=actor)
-        s.commit()
-        s.refresh(back)
-    return back
-
-
 # -- audit and integrity ---------------------------------------------------------------------------
-@router.get("/audit", tags=["integrity"])
-def audit_log(
-    s: SessionDep,
-    entity: str | None = None,
-    entity_id: str | None = None,
-    limit: int = Query(200, ge=1, le=5000),
-) -> list[dict[str, Any]]:
-    q = select(AuditLog)
-    if entity:
-        q = q.where(AuditLog.entity == entity)
-    if entity_id:
-        q = q.where(AuditLog.entity_id == entity_id)
-    rows = s.exec(q.order_by(col(AuditLog.id).desc()).limit(limit)).all()
-    return [{**r.model_dump(exclude={"detail"}), "detail": json.loads(r.detail)} for r in rows]
-
-
-@router.get("/integrity", tags=["integrity"])
+@router.get("/integrity", tags=["integrity"], dependencies=READ)
 def verify(request: Request) -> dict[str, Any]:
     """Recheck every stored rating against its signed bytes, the hash chain and the heartbeats."""
-    rep = integrity.verify(request.app.state.engine, _office(request))
+    from hub.api.qr import channel  # the QR ratings are checked with the hub's QR key
+    from hub.channels import qr
+
+    engine, office = request.app.state.engine, _office(request)
+    rep = integrity.merge(
+        integrity.verify(engine, office), qr.verify(engine, office, channel(request).keys)
+    )
     return {
         "ok": rep.ok,
         "terminals": rep.terminals,

@@ -19,6 +19,7 @@ from sqlmodel import Session, col, select
 
 from hub import integrity
 from hub import office as ofc
+from hub import ratings_query as rq
 from hub.config import Settings
 from hub.db import make_engine
 from hub.models import AuditLog, Desk, Official, utcnow
@@ -29,7 +30,9 @@ desk_app = typer.Typer(help="Desks (quầy).", no_args_is_help=True)
 official_app = typer.Typer(help="Officials (công chức).", no_args_is_help=True)
 duty_app = typer.Typer(help="Check-in / check-out at desks.", no_args_is_help=True)
 case_app = typer.Typer(help="Cases handed back (hồ sơ đã trả kết quả).", no_args_is_help=True)
-rating_app = typer.Typer(help="Exclusions of ratings (never deletions).", no_args_is_help=True)
+rating_app = typer.Typer(
+    help="Exclusions and corrections of ratings (never deletions).", no_args_is_help=True
+)
 
 ACTOR = typer.Option(None, "--actor", help="who does this (default cli:$USER)")
 
@@ -195,6 +198,41 @@ def rating_reinstate(exclusion_id: int, note: str | None = None, actor: str | No
     err.print(f"exclusion {exclusion_id} taken back")
 
 
+@rating_app.command("correct")
+def rating_correct(
+    rating_id: int,
+    official: str = typer.Option(
+        ..., "--official", help="the official it belongs to; '-' for nobody"
+    ),
+    reason: str = typer.Option(..., help="why (e.g. the wrong official was checked in)"),
+    actor: str | None = ACTOR,
+) -> None:
+    """Re-attribute a rating to another official (the rating itself is never changed)."""
+    with session() as (s, _):
+        c = rq.correct(
+            s,
+            rating_id=rating_id,
+            official_id=None if official == "-" else official,
+            reason=reason,
+            actor=_actor(actor),
+        )
+        s.commit()
+        err.print(
+            f"rating {rating_id} now belongs to {c.official_id or 'nobody'} (correction {c.id})"
+        )
+
+
+@rating_app.command("uncorrect")
+def rating_uncorrect(
+    correction_id: int, note: str | None = None, actor: str | None = ACTOR
+) -> None:
+    """Take a correction back: the official before it applies again."""
+    with session() as (s, _):
+        rq.reverse_correction(s, correction_id=correction_id, note=note, actor=_actor(actor))
+        s.commit()
+    err.print(f"correction {correction_id} reversed")
+
+
 def audit(limit: int = typer.Option(50, min=1), entity: str | None = None) -> None:
     """The audit log, newest first."""
     with session() as (s, _):
@@ -217,7 +255,12 @@ def verify() -> None:
     """Recheck every stored rating: signed bytes, hash chain, sequence gaps. Exit 1 on findings."""
     settings = Settings()
     engine = make_engine(settings.db_url)
-    rep = integrity.verify(engine, settings.office)
+    from hub.channels import qr
+
+    rep = integrity.merge(
+        integrity.verify(engine, settings.office),
+        qr.verify(engine, settings.office, qr.QrKeys.load(settings.data_dir)),
+    )
     engine.dispose()
     if rep.ok:
         err.print(f"[green]OK[/]: {rep.ratings} ratings from {rep.terminals} terminals verified")

@@ -10,13 +10,22 @@ from pathlib import Path
 import httpx
 import pytest
 from paho.mqtt.reasoncodes import ReasonCode
+from sqlmodel import Session, select
 from typer.testing import CliRunner
 
+from hub import protocol
+from hub.district import auth as district_auth
+from hub.district.api import create_app as district_app
+from hub.district.db import make_engine as district_engine
+from hub.district.db import migrate as district_migrate
+from hub.district.models import TerminalKey
+from hub.models import Rating
 from hub.service import HubService
 from provisioning.cli import app
 from provisioning.records import SECRET_KEYS, terminal_id_from_chip
 from provisioning.registration import broker_address
 from provisioning.simulate import SimTerminal
+from tests.fixtures.district import Served, add_office, settings_for
 from tests.fixtures.hub import pump
 from tests.fixtures.mosquitto import try_connect
 
@@ -66,7 +75,19 @@ def test_register_refuses_without_a_district_key_source(
     _, msg = tool(
         "register", "--chip-id", "a4cf12345678", "--district", "https://district.example", code=4
     )
-    assert "cannot issue terminal keys yet" in msg
+    assert "missing --district-token" in msg and "Nothing was registered" in msg
+    # A district that cannot be reached, or refuses the token: checked before the hub is asked.
+    _, msg = tool(
+        "register",
+        "--chip-id",
+        "a4cf12345678",
+        "--district",
+        "http://127.0.0.1:9",
+        "--district-token",
+        "sipasd_x",
+        code=4,
+    )
+    assert "cannot reach the district server" in msg
     assert api.get("/terminals").json() == []  # nothing half-registered at the hub
     assert not (tmp_path / "records").exists()
 
@@ -182,3 +203,93 @@ def test_terminals_are_told_an_address_they_can_reach() -> None:
     assert broker_address({"broker_host": "127.0.0.1"}, lan, "hub.local") == "hub.local"
     assert terminal_id_from_chip("A4:CF:12:34:56:78") == "t-a4cf12345678"
     assert terminal_id_from_chip("t-a4cf12345678") == "t-a4cf12345678"
+
+
+@pytest.fixture
+def district(tmp_path: Path):
+    """A real district server (SQLite, migrated) on a free port, knowing the hub's office, and a
+    provisioning token for it."""
+    url = f"sqlite:///{tmp_path / 'district.sqlite3'}"
+    engine = district_engine(url)
+    district_migrate(engine)
+    add_office(engine, "office-test", "UBND phường Thử")
+    token = district_auth.create_token(
+        engine, name="ky.thuat", role="provisioner", office="office-test"
+    )[1]
+    with Served(district_app(settings_for(url, tmp_path), engine)) as server:
+        yield server.url, token, engine
+    engine.dispose()
+
+
+def test_register_takes_the_district_key_from_the_district_server(
+    tool, hub: HubService, api: httpx.Client, tmp_path: Path, district
+) -> None:
+    url, token, engine = district
+    api.post("/desks", json={"id": "quay-3", "name": "Quầy 3"}).raise_for_status()
+    out, msg = tool(
+        "register",
+        "--chip-id",
+        "00000000dd01",
+        "--desk",
+        "quay-3",
+        "--district",
+        url,
+        "--district-token",
+        token,
+    )
+    assert out.strip() == "t-00000000dd01" and "pilot" not in msg
+    rec = _record(tmp_path, "t-00000000dd01")
+    dev = rec["device"]
+    assert rec["district_key_source"] == "district-server" and "warning" not in rec
+    assert rec["district"] == url and rec["status"] == "active"
+    with Session(engine) as s:
+        issued = s.get(TerminalKey, ("t-00000000dd01", 1))
+    assert issued is not None and issued.office == "office-test" and issued.desk == "quay-3"
+    assert dev["district_key"] == issued.district_key  # the district's key, not the hub's
+    _no_secret_in(out + msg, dev)
+
+    # The terminal signs with it; what the hub stores verifies with the district's key only.
+    sim = SimTerminal(dev, tmp_path / "sim-dd01")
+    try:
+        sim.press(3)
+        pump([sim], lambda: sim.depth() == 0)
+    finally:
+        sim.stop()
+    [row] = api.get("/ratings", params={"desk": "quay-3"}).json()
+    with Session(hub.engine) as s:
+        stored = s.exec(select(Rating).where(Rating.id == row["id"])).one()
+    raw = bytes(stored.raw)
+    assert protocol.verify_tag(
+        bytes.fromhex(issued.district_key), stored.terminal_id, raw[:16], raw[32:48]
+    )
+
+
+def test_a_district_failure_after_the_hub_leaves_a_record_to_finish(
+    tool, api: httpx.Client, tmp_path: Path, district
+) -> None:
+    url, token, engine = district
+    add_office(engine, "xa-khac")  # a token for another office passes the check, not the issue
+    wrong = district_auth.create_token(engine, name="p", role="provisioner", office="xa-khac")[1]
+    _, msg = tool(
+        "register",
+        "--chip-id",
+        "00000000ee01",
+        "--district",
+        url,
+        "--district-token",
+        wrong,
+        code=4,
+    )
+    assert "office xa-khac only" in msg
+    assert "IS registered at the hub" in msg and "run the same command again" in msg
+    rec = _record(tmp_path, "t-00000000ee01")
+    assert rec["status"] == "pending-district" and "district_key" not in rec["device"]
+    assert [t["id"] for t in api.get("/terminals").json()] == ["t-00000000ee01"]
+
+    tool("register", "--chip-id", "00000000ee01", "--district", url, "--district-token", token)
+    rec = _record(tmp_path, "t-00000000ee01")
+    assert rec["status"] == "active" and len(rec["device"]["district_key"]) == 64
+    assert rec["device"]["hub_key"]  # the hub's answer, kept from the first run
+    with Session(engine) as s:
+        issued = s.get(TerminalKey, ("t-00000000ee01", 1))
+    assert issued is not None and issued.district_key == rec["device"]["district_key"]

@@ -175,7 +175,7 @@ def test_manual_exclusion_and_reinstatement_are_attributed_records(env) -> None:
         with pytest.raises(ofc.OfficeError, match="already taken back"):
             ofc.reinstate(s, exclusion_id=ex.id, note=None, actor="head")
         with pytest.raises(ofc.OfficeError, match="unknown exclusion reason"):
-            ofc.exclude(s, rating_id=r.id, reason="repeat", note=None, actor="sup")
+            ofc.exclude(s, rating_id=r.id, reason="clock_unknown", note=None, actor="sup")
         actions = [
             (a.actor, a.action) for a in s.exec(select(AuditLog).where(AuditLog.entity == "rating"))
         ]

@@ -1,0 +1,1 @@
+"""District server (docs/district.md)."""

@@ -1,0 +1,44 @@
+// Hour x weekday heat map of the satisfaction rate, for a date range and optionally one desk or official.
+import { api } from "./api.js";
+import { heatmap } from "./charts.js";
+import { el, monthIso, todayIso } from "./format.js";
+import { t } from "./i18n.js";
+import { can, errorBox, pageHead, select } from "./ui.js";
+import { lookups } from "./page_feed.js";
+
+export async function render(view) {
+  const from = el("input", { type: "date", id: "hm-from", value: `${monthIso()}-01` });
+  const to = el("input", { type: "date", id: "hm-to", value: todayIso() });
+  const names = await lookups();
+  const everyone = can(["admin", "supervisor", "auditor"]);
+  const desk = select({ id: "hm-desk" }, [{ value: "", label: t("common.all") }, ...[...names.desk].map(([v, l]) => ({ value: v, label: l }))]);
+  const official = select({ id: "hm-official" }, [{ value: "", label: t("common.all") }, ...[...names.official].map(([v, l]) => ({ value: v, label: l }))]);
+  const out = el("div", { id: "heatmap-out", class: "chart" });
+  const form = el(
+    "form",
+    { class: "filters" },
+    el("label", {}, t("common.from"), from),
+    el("label", {}, t("common.to"), to),
+    el("label", {}, t("feed.desk"), desk),
+    everyone ? el("label", {}, t("feed.official"), official) : null,
+    el("button", { type: "submit" }, t("action.show")),
+  );
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    load();
+  });
+  view.append(pageHead("heatmap.title"), form, out, el("p", { class: "muted small" }, t("heatmap.help")));
+
+  async function load() {
+    out.replaceChildren(el("p", { class: "muted" }, t("common.loading")));
+    try {
+      const data = await api("/reports/heatmap", {
+        query: { from: from.value, to: to.value, desk: desk.value, official: everyone ? official.value : "" },
+      });
+      out.replaceChildren(heatmap(data.cells || []));
+    } catch (err) {
+      out.replaceChildren(errorBox(err));
+    }
+  }
+  await load();
+}
