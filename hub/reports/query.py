@@ -263,9 +263,7 @@ _PAPER_KEY = {
 
 
 # A box's minutes corrected by a later record count once: the later record (hub/channels/paper.py).
-_PAPER_CURRENT = (
-    " AND b.id NOT IN (SELECT supersedes FROM paperbox WHERE supersedes IS NOT NULL)"
-)
+_PAPER_CURRENT = " AND b.id NOT IN (SELECT supersedes FROM paperbox WHERE supersedes IS NOT NULL)"
 
 
 def paper_counts(
