@@ -97,6 +97,10 @@ def run_demo(
     case_codes: dict[int, str] = {}
     console.print(f"Mosquitto: {settings.mqtt_host}:{settings.mqtt_port}   API: {hub.api_url}")
     console.print(f"API token: {settings.api_token}")
+    dashboard = hub.api_url.removesuffix("/api/v1") + "/"
+    console.print(
+        f"Bảng điều khiển / dashboard: {dashboard}  (đăng nhập bằng mã API / log in with the token)"
+    )
     console.print(
         f"  thử / try: curl -H 'Authorization: Bearer {settings.api_token}' {hub.api_url}/ratings"
     )
