@@ -29,15 +29,17 @@ export async function render(view) {
   });
   view.append(pageHead("heatmap.title"), form, out, el("p", { class: "muted small" }, t("heatmap.help")));
 
+  let asked = 0; // the newest request: an older answer arriving later must not replace it
   async function load() {
+    const mine = ++asked;
     out.replaceChildren(el("p", { class: "muted" }, t("common.loading")));
     try {
       const data = await api("/reports/heatmap", {
         query: { from: from.value, to: to.value, desk: desk.value, official: everyone ? official.value : "" },
       });
-      out.replaceChildren(heatmap(data.cells || []));
+      if (mine === asked) out.replaceChildren(heatmap(data.cells || []));
     } catch (err) {
-      out.replaceChildren(errorBox(err));
+      if (mine === asked) out.replaceChildren(errorBox(err));
     }
   }
   await load();

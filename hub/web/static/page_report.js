@@ -72,14 +72,17 @@ export async function render(view) {
   const out = el("div", { id: "report-out", class: "printable" });
   view.append(pageHead("report.title"), tools, msg, out);
 
+  let asked = 0; // the newest request: an older answer arriving later must not replace it
   async function load() {
     const m = month.value || previousMonth();
+    const mine = ++asked;
     out.replaceChildren(el("p", { class: "muted" }, t("common.loading")));
     try {
       const [byOfficial, byField] = await Promise.all([
         api("/reports/satisfaction", { query: { period: `month:${m}`, by: "official", lang: currentLang() } }),
         api("/reports/satisfaction", { query: { period: `month:${m}`, by: "field", lang: currentLang() } }),
       ]);
+      if (mine !== asked) return;
       out.replaceChildren(
         el("div", { class: "print-head" },
           el("p", { class: "unit" }, me.office),
@@ -96,7 +99,7 @@ export async function render(view) {
           el("div", {}, el("strong", {}, t("report.sign_head")), el("br"), el("em", {}, t("report.sign_hint")))),
       );
     } catch (err) {
-      out.replaceChildren(errorBox(err));
+      if (mine === asked) out.replaceChildren(errorBox(err));
     }
   }
   month.addEventListener("change", load);

@@ -74,7 +74,9 @@ export async function render(view) {
   const out = el("div", { id: "stats-out" });
   view.append(pageHead("stats.title", tabs), out);
 
+  let asked = 0; // the newest request: an older answer arriving later must not replace it
   async function load() {
+    const mine = ++asked;
     const spec = period === "day" ? `day:${todayIso()}` : `month:${monthIso()}`;
     out.replaceChildren(el("p", { class: "muted" }, t("common.loading")));
     const bys = official ? ["official"] : ["desk", "official"];
@@ -91,7 +93,7 @@ export async function render(view) {
       }
     }
     parts.push(el("p", { class: "muted small" }, t("stats.note")));
-    out.replaceChildren(...parts);
+    if (mine === asked) out.replaceChildren(...parts);
   }
   await load();
 }
