@@ -67,7 +67,7 @@ class Settings(BaseSettings):
         description="e.g. https://sipas.huyen.vn",
     )
     district_token: str = Field("", description="the hub token the district issued for us")
-    sync_batch_size: int = Field(1000, ge=1, le=10000, description="items per batch at most")
+    sync_batch_size: int = Field(5000, ge=1, le=10000, description="items per batch at most")
     sync_batch_wait_s: float = Field(
         5, ge=0, le=3600, description="a partial batch waits this long"
     )

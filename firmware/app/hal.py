@@ -88,7 +88,7 @@ class Board:
         self.leds = [machine.Pin(p, machine.Pin.OUT, value=0) for p in LED_PINS[:levels]]
         self.buzzer = machine.PWM(machine.Pin(BUZZER_PIN), freq=2000, duty=0)
         self._pressed = []
-        self._since = [0] * levels
+        self._since = [None] * levels  # ticks of each button's last accepted edge
         for i, pin in enumerate(self.buttons):
             pin.irq(trigger=machine.Pin.IRQ_RISING, handler=self._irq(i))
         self.wlan = network.WLAN(network.STA_IF)
@@ -114,8 +114,10 @@ class Board:
     def _irq(self, i):
         def handler(pin):
             now = time.ticks_ms()
-            d = time.ticks_diff(now, self._since[i])
-            if d < 0 or d > DEBOUNCE_MS * 4:  # negative: the last press was days ago (ticks wrap)
+            last = self._since[i]
+            d = 0 if last is None else time.ticks_diff(now, last)
+            # none yet, or a new press (negative: the last one was days ago and ticks wrapped)
+            if last is None or d < 0 or d > DEBOUNCE_MS * 4:
                 self._since[i] = now
                 self._pressed.append((i, now))
 

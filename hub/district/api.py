@@ -212,6 +212,9 @@ def create_app(
     app.include_router(router)
     for r in routers:
         app.include_router(r)
+    from hub.district import api_reports  # imports this module: added last
+
+    api_reports.install(app)  # /api/v1/reports and the dashboard at /
     return app
 
 

@@ -15,42 +15,132 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, text
+from sqlalchemy import insert, text, update
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from hub.district.models import (
     Finding,
-    Heartbeat,
     Office,
-    Rating,
     SuspectedDeletion,
-    TerminalKey,
     utcnow,
 )
 
-_GAPS = text(
-    "SELECT prev + 1 AS seq_from, seq - 1 AS seq_to FROM ("
-    " SELECT seq, LAG(seq, 1, :start) OVER (ORDER BY seq) AS prev FROM rating"
-    " WHERE terminal_id = :t AND epoch = :e AND seq >= :lo AND seq <= :hi) g"
-    " WHERE seq - prev > 1 ORDER BY seq"
+# The suspected deletions of many terminals at once. ``c`` lists (terminal, epoch, the lowest
+# sequence number that may have changed); for each, the window looked at runs from just above the
+# last number received below that point (``lo``) to the highest signed ``last_seq`` (``hi``), and
+# the numbers missing in it are the gaps between consecutive received numbers (with ``hi + 1`` as a
+# sentinel after the last). PostgreSQL reads each window with an index range scan (LATERAL);
+# SQLite's planner does the same with a plain join. Linear in what is looked at, one statement.
+_WINDOWS = """
+w AS (
+  SELECT c.tid, c.epoch, c.low,
+    (SELECT max(h.last_seq) FROM heartbeat h WHERE h.terminal_id = c.tid AND h.epoch = c.epoch)
+      AS hi,
+    COALESCE((SELECT max(r.seq) FROM rating r
+              WHERE r.terminal_id = c.tid AND r.epoch = c.epoch AND r.seq < c.low), 0) + 1 AS lo
+  FROM c),
+v AS (SELECT tid, epoch, lo, hi FROM w WHERE hi IS NOT NULL AND low <= hi),
+"""
+# PostgreSQL: the highest signed last_seq looked up once per terminal (the fence keeps the
+# planner from copying the subquery into the filter), ``lo`` only for the windows kept.
+_WINDOWS_PG = """
+w AS (
+  SELECT c.tid, c.epoch, c.low,
+    (SELECT max(h.last_seq) FROM heartbeat h WHERE h.terminal_id = c.tid AND h.epoch = c.epoch)
+      AS hi
+  FROM c OFFSET 0),
+v AS (
+  SELECT w.tid, w.epoch, w.hi,
+    COALESCE((SELECT max(r.seq) FROM rating r
+              WHERE r.terminal_id = w.tid AND r.epoch = w.epoch AND r.seq < w.low), 0) + 1 AS lo
+  FROM w WHERE w.hi >= w.low),
+"""
+_GAPS_CTE = """
+g AS (SELECT tid, epoch, seq, LAG(seq) OVER (PARTITION BY tid, epoch ORDER BY seq) AS prev FROM s),
+gaps AS (
+  SELECT g.tid, g.epoch, COALESCE(g.prev, v.lo - 1) + 1 AS a, g.seq - 1 AS b
+  FROM g JOIN v ON g.tid = v.tid AND g.epoch = v.epoch
+  WHERE g.seq - COALESCE(g.prev, v.lo - 1) > 1)"""
+_GAPS_TAIL = (
+    _GAPS_CTE
+    + """
+SELECT v.tid, v.epoch, v.lo, v.hi, gaps.a, gaps.b
+FROM v LEFT JOIN gaps ON gaps.tid = v.tid AND gaps.epoch = v.epoch
+ORDER BY v.tid, v.epoch, gaps.a
+"""
+)
+# PostgreSQL: the whole refresh is one statement. ``o``: the open ranges in the windows (as they
+# were when the statement began); those no longer found are resolved, the ranges found that are
+# not open yet are added, keeping the time an overlapping open range was first seen.
+_REFRESH_PG = text(
+    "WITH c AS (SELECT * FROM unnest(CAST(:tids AS text[]), CAST(:epochs AS int[]),"
+    " CAST(:lows AS bigint[])) AS c(tid, epoch, low)),"
+    + _WINDOWS_PG
+    + "s AS (SELECT v.tid, v.epoch, x.seq FROM v CROSS JOIN LATERAL ("
+    " SELECT r.seq FROM rating r WHERE r.terminal_id = v.tid AND r.epoch = v.epoch"
+    " AND r.seq >= v.lo AND r.seq <= v.hi OFFSET 0) x"  # OFFSET 0: an index scan per window
+    " UNION ALL SELECT tid, epoch, hi + 1 FROM v),"
+    + _GAPS_CTE
+    + """,
+o AS (
+  SELECT d.id, d.terminal_id, d.epoch, d.seq_from, d.seq_to, d.detected_at
+  FROM suspected_deletion d JOIN v ON d.terminal_id = v.tid AND d.epoch = v.epoch
+  WHERE d.office = :office AND d.resolved_at IS NULL AND d.seq_from >= v.lo),
+resolved AS (
+  UPDATE suspected_deletion d SET resolved_at = :now FROM o
+  WHERE d.id = o.id AND NOT EXISTS (
+    SELECT 1 FROM gaps WHERE gaps.tid = o.terminal_id AND gaps.epoch = o.epoch
+    AND gaps.a = o.seq_from AND gaps.b = o.seq_to)
+  RETURNING d.id),
+added AS (
+  INSERT INTO suspected_deletion
+    (office, terminal_id, epoch, seq_from, seq_to, last_seq, detected_at)
+  SELECT :office, gaps.tid, gaps.epoch, gaps.a, gaps.b, v.hi,
+    COALESCE((SELECT min(o.detected_at) FROM o WHERE o.terminal_id = gaps.tid
+              AND o.epoch = gaps.epoch AND o.seq_from <= gaps.b AND gaps.a <= o.seq_to), :now)
+  FROM gaps JOIN v ON v.tid = gaps.tid AND v.epoch = gaps.epoch
+  WHERE NOT EXISTS (
+    SELECT 1 FROM o WHERE o.terminal_id = gaps.tid AND o.epoch = gaps.epoch
+    AND o.seq_from = gaps.a AND o.seq_to = gaps.b)
+  RETURNING id)
+SELECT (SELECT count(*) FROM resolved), (SELECT count(*) FROM added)"""
+)
+_LOCK_PG = text(
+    "SELECT k.terminal_id FROM terminal_key k JOIN unnest(CAST(:tids AS text[]),"
+    " CAST(:epochs AS int[])) AS c(tid, epoch) ON k.terminal_id = c.tid AND k.epoch = c.epoch"
+    " ORDER BY k.terminal_id, k.epoch FOR UPDATE OF k"
 )
 
 
-def _gaps(s: Session, terminal_id: str, epoch: int, lo: int, hi: int) -> list[tuple[int, int]]:
-    """Missing sequence numbers in [lo, hi] as ranges, given that lo - 1 is received (or is 0)."""
-    params = {"t": terminal_id, "e": epoch, "lo": lo, "hi": hi, "start": lo - 1}
-    out = [(int(a), int(b)) for a, b in s.execute(_GAPS, params).all()]
-    top = s.exec(
-        select(func.max(Rating.seq)).where(
-            Rating.terminal_id == terminal_id,
-            Rating.epoch == epoch,
-            Rating.seq >= lo,
-            Rating.seq <= hi,
-        )
-    ).one()
-    last_received = lo - 1 if top is None else int(top)
-    if last_received < hi:
-        out.append((last_received + 1, hi))
+def _gaps_sqlite(n: int) -> Any:
+    values = ", ".join(f"(:t{i}, :e{i}, :l{i})" for i in range(n))
+    return text(
+        f"WITH c(tid, epoch, low) AS (VALUES {values}),"
+        + _WINDOWS
+        + "s AS (SELECT v.tid, v.epoch, r.seq FROM v JOIN rating r ON r.terminal_id = v.tid"
+        " AND r.epoch = v.epoch AND r.seq >= v.lo AND r.seq <= v.hi"
+        " UNION ALL SELECT tid, epoch, hi + 1 FROM v)," + _GAPS_TAIL
+    )
+
+
+_CHUNK = 500  # terminals per statement
+
+
+def _windows(
+    s: Session, part: list[tuple[tuple[str, int], int]]
+) -> dict[tuple[str, int], tuple[int, int, list[tuple[int, int]]]]:
+    """SQLite: (terminal, epoch) -> (lo, hi, the missing ranges in [lo, hi]); only windows with a
+    signed ``last_seq`` at or above the changed point."""
+    params: dict[str, Any] = {}
+    for i, ((tid, epoch), low) in enumerate(part):
+        params.update({f"t{i}": tid, f"e{i}": epoch, f"l{i}": low})
+    res = s.execute(_gaps_sqlite(len(part)), params)
+    out: dict[tuple[str, int], tuple[int, int, list[tuple[int, int]]]] = {}
+    for tid, epoch, lo, hi, a, b in res:
+        w = out.setdefault((tid, int(epoch)), (int(lo), int(hi), []))
+        if a is not None:
+            w[2].append((int(a), int(b)))
     return out
 
 
@@ -59,61 +149,71 @@ def refresh_gaps(s: Session, office: str, changed: dict[tuple[str, int], int]) -
     sequence number that may have changed), inside the caller's transaction.
 
     Only the window from the last received number below that point up to the highest signed
-    ``last_seq`` is looked at (an index range scan), so a catch-up of a million ratings stays linear.
-    The terminal's directory row is locked first (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite
-    serialises writers anyway), in a fixed order, so two batches touching the same terminal
+    ``last_seq`` is looked at (an index range scan), so a catch-up of a million ratings stays linear;
+    all the terminals of a batch are looked at in one statement (a few for a very large batch).
+    The terminals' directory rows are locked first (``SELECT ... FOR UPDATE`` on PostgreSQL, in a
+    fixed order; SQLite serialises writers anyway), so two batches touching the same terminal
     recompute one after the other and the second sees the first's rows."""
+    if not changed:
+        return
     now = utcnow()
-    for (tid, epoch), low in sorted(changed.items()):
-        s.exec(
-            select(TerminalKey.terminal_id)
-            .where(TerminalKey.terminal_id == tid, TerminalKey.epoch == epoch)
-            .with_for_update()
-        ).first()
-        hi = s.exec(
-            select(func.max(Heartbeat.last_seq)).where(
-                Heartbeat.terminal_id == tid, Heartbeat.epoch == epoch
-            )
-        ).one()
-        if hi is None or low > hi:
+    items = sorted(changed.items())
+    sd: Any = SuspectedDeletion.__table__  # type: ignore[attr-defined]
+    pg = s.get_bind().dialect.name == "postgresql"
+    for n in range(0, len(items), _CHUNK):
+        part = items[n : n + _CHUNK]
+        if pg:
+            tids = [t for (t, _), _ in part]
+            epochs = [e for (_, e), _ in part]
+            # The terminals' directory rows first, in a fixed order, in a statement of their own
+            # (the refresh must see what the batch it waited for committed).
+            s.execute(_LOCK_PG, {"tids": tids, "epochs": epochs})
+            lows = [lo for _, lo in part]
+            args = {"tids": tids, "epochs": epochs, "lows": lows, "office": office, "now": now}
+            s.execute(_REFRESH_PG, args)
             continue
-        below = s.exec(
-            select(func.max(Rating.seq)).where(
-                Rating.terminal_id == tid, Rating.epoch == epoch, Rating.seq < low
+        windows = _windows(s, part)
+        if not windows:
+            continue
+        open_rows: dict[tuple[str, int], list[Any]] = {}
+        q = (
+            sa_select(
+                sd.c.id, sd.c.terminal_id, sd.c.epoch, sd.c.seq_from, sd.c.seq_to, sd.c.detected_at
             )
-        ).one()
-        lo = (int(below) if below is not None else 0) + 1
-        found = _gaps(s, tid, epoch, lo, int(hi))
-        open_rows = s.exec(
-            select(SuspectedDeletion).where(
-                SuspectedDeletion.terminal_id == tid,
-                SuspectedDeletion.epoch == epoch,
-                SuspectedDeletion.resolved_at == None,  # noqa: E711
-                SuspectedDeletion.seq_from >= lo,
-            )
-        ).all()
-        kept = {(r.seq_from, r.seq_to) for r in open_rows}
-        for r in open_rows:
-            if (r.seq_from, r.seq_to) not in found:
-                r.resolved_at = now
-                s.add(r)
-        for a, b in found:
-            if (a, b) in kept:
-                continue
-            # A range that shrank keeps the time its larger range was first seen.
-            first = [r.detected_at for r in open_rows if r.seq_from <= b and a <= r.seq_to]
-            s.add(
-                SuspectedDeletion(
-                    office=office,
-                    terminal_id=tid,
-                    epoch=epoch,
-                    seq_from=a,
-                    seq_to=b,
-                    last_seq=int(hi),
-                    detected_at=min(first) if first else now,
+            .where(sd.c.office == office, sd.c.resolved_at.is_(None))
+            .where(sd.c.terminal_id.in_(sorted({t for t, _ in windows})))
+        )
+        for r in s.execute(q):
+            w = windows.get((r.terminal_id, int(r.epoch)))
+            if w is not None and r.seq_from >= w[0]:
+                open_rows.setdefault((r.terminal_id, int(r.epoch)), []).append(r)
+        resolve: list[int] = []
+        add: list[dict[str, Any]] = []
+        for (tid, epoch), (_lo, hi, found) in windows.items():
+            rows = open_rows.get((tid, epoch), [])
+            kept = {(r.seq_from, r.seq_to) for r in rows}
+            resolve += [r.id for r in rows if (r.seq_from, r.seq_to) not in found]
+            for a, b in found:
+                if (a, b) in kept:
+                    continue
+                # A range that shrank keeps the time its larger range was first seen.
+                first = [r.detected_at for r in rows if r.seq_from <= b and a <= r.seq_to]
+                add.append(
+                    {
+                        "office": office,
+                        "terminal_id": tid,
+                        "epoch": epoch,
+                        "seq_from": a,
+                        "seq_to": b,
+                        "last_seq": hi,
+                        "detected_at": min(first) if first else now,
+                        "resolved_at": None,
+                    }
                 )
-            )
-    s.flush()
+        if resolve:
+            s.execute(update(sd).where(sd.c.id.in_(resolve)).values(resolved_at=now))
+        if add:
+            s.execute(insert(sd), add)
 
 
 def _iso(t: datetime | None) -> str | None:

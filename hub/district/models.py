@@ -378,9 +378,10 @@ class SuspectedDeletion(DistrictModel, table=True):
 
 
 # -- report rollups (hub/district/reports_rollup.py; a cache of the tables above) ---------------------
-# One row per grain ('d': office day YYYY-MM-DD, 'm': month YYYY-MM) × dimension (office, desk,
-# official after corrections, field through the linked case) × unit ('' = none) × office. The key
-# leads with grain, dim and period: a report reads one dimension over a range of periods.
+# One row per grain ('d': office day YYYY-MM-DD, 'm': month YYYY-MM, 'y': year YYYY) × dimension
+# (office, desk, official after corrections, field through the linked case) × unit ('' = none) ×
+# office. The key leads with grain, dim and period: a report reads one dimension over a range of
+# periods; the office index serves the refresh, which rewrites one office's days and months.
 def _key(**kw: Any) -> Any:
     return Field(primary_key=True, sa_column_kwargs={"autoincrement": False}, **kw)
 
@@ -389,6 +390,7 @@ class ReportUnit(DistrictModel, table=True):
     """Valid and excluded ratings per period × unit × channel × scale × level."""
 
     __tablename__ = "report_unit"
+    __table_args__ = (Index("ix_report_unit_office", "office", "grain", "dim", "period"),)
     grain: str = _key(max_length=1)
     dim: str = _key(max_length=8)
     period: str = _key(max_length=10)
@@ -406,6 +408,7 @@ class ReportExcl(DistrictModel, table=True):
     under both)."""
 
     __tablename__ = "report_excl"
+    __table_args__ = (Index("ix_report_excl_office", "office", "grain", "dim", "period"),)
     grain: str = _key(max_length=1)
     dim: str = _key(max_length=8)
     period: str = _key(max_length=10)
@@ -421,6 +424,7 @@ class ReportCase(DistrictModel, table=True):
     have a valid linked rating (the response rate)."""
 
     __tablename__ = "report_case"
+    __table_args__ = (Index("ix_report_case_office", "office", "grain", "dim", "period"),)
     grain: str = _key(max_length=1)
     dim: str = _key(max_length=8)
     period: str = _key(max_length=10)

@@ -121,8 +121,15 @@ def press(down_ms):
     machine.LEVEL[pin.id] = lambda: 1 if time.ticks_diff(time.ticks_add(at, down_ms), time.ticks_ms()) > 0 else 0
     pin.handler(pin)
 
-press(70)               # a quick tap...
-time.sleep_ms(45)       # ...while the loop is busy (a beep, a flash write) for 45 ms
+# a quick tap while the loop is busy (a beep, a flash write) for 45 ms: its edge came 45 ms before
+# the loop reads it, and it is released 15 ms after that (the old code waited 30 ms from the read,
+# then found the pin low and dropped the press); the release is tied to the read, not to the
+# clock, so a slow machine cannot change the outcome
+machine.LEVEL[pin.id] = lambda: 1 if released is None or time.ticks_diff(released, time.ticks_ms()) > 0 else 0
+released = None
+pin.handler(pin)
+time.sleep_ms(45)
+released = time.ticks_add(time.ticks_ms(), 15)
 tap = b.read_presses()
 time.sleep_ms(200)
 press(10)               # a 10 ms glitch, read at once

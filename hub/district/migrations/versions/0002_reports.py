@@ -65,6 +65,8 @@ def upgrade() -> None:
         sa.Column("version", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("month"),
     )
+    for t in ("report_unit", "report_excl", "report_case"):
+        op.create_index(f"ix_{t}_office", t, ["office", "grain", "dim", "period"])
     op.create_index("ix_exclusion_reverses", "exclusion", ["office", "reverses"])
     op.create_index("ix_correction_reverses", "correction", ["office", "reverses"])
     # every day that already holds ratings or cases is computed by the first report
@@ -92,5 +94,7 @@ def _day(col: str) -> str:
 def downgrade() -> None:
     op.drop_index("ix_correction_reverses", table_name="correction")
     op.drop_index("ix_exclusion_reverses", table_name="exclusion")
+    for t in ("report_case", "report_excl", "report_unit"):
+        op.drop_index(f"ix_{t}_office", table_name=t)
     for t in ("report_version", "report_dirty", "report_case", "report_excl", "report_unit"):
         op.drop_table(t)
