@@ -168,7 +168,7 @@ def test_an_official_sees_only_their_own_pages_and_checks_themselves_in(
     browser.wait_text("#duty-message", "Nguyễn Văn An đã vào ca tại Quầy 1 - Hộ tịch")
     browser.wait_text("#duty-current", "Bạn đang trực tại Quầy 1 - Hộ tịch")
     browser.css("#scan").send_keys("HS-2026-0010" + Keys.ENTER)  # at their own desk: recorded
-    browser.wait_text("#scan-result", "HS-2026-0010")
+    browser.wait_text("#scan-result", "Đã ghi nhận trả kết quả hồ sơ HS-2026-0010")
     [case] = api.get("/cases", params={"code": "HS-2026-0010"}).json()
     assert (case["desk_id"], case["official_id"]) == ("quay-1", "an")
 
