@@ -94,6 +94,8 @@ def satisfaction(
     if not direct:
         ru.refresh(engine)
     with _snapshot(engine) as conn, conn.begin():
+        if not direct:  # the baseline keeps the server's defaults
+            ru.no_jit(conn)
         names = office_names(conn)
         units: dict[tuple[str | None, Key], Counts] = {}
         labels: dict[tuple[str | None, Key], str] = {}
