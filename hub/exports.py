@@ -15,7 +15,7 @@ import csv
 import io
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -351,16 +351,21 @@ def monthly_csv(
     )
 
 
-def to_xlsx(rep: Monthly) -> bytes:
-    """The three sheets in one workbook (write-only mode: a month of cases streams out)."""
+def to_xlsx(
+    rep: Monthly,
+    sheets: Sequence[str] = SHEETS,
+    text: dict[str, dict[str, str]] = TEXT,
+) -> bytes:
+    """The sheets in one workbook (write-only mode: a month of cases streams out); the district's
+    export passes its own sheets and sheet names."""
     from openpyxl import Workbook
     from openpyxl.cell import WriteOnlyCell
     from openpyxl.styles import Font
 
-    t = TEXT.get(rep.lang, TEXT["vi"])
+    t = text.get(rep.lang, text["vi"])
     wb = Workbook(write_only=True)
     bold = Font(bold=True)
-    for sheet in SHEETS:
+    for sheet in sheets:
         ws = wb.create_sheet(t[sheet])
         ws.freeze_panes = f"A{len(rep.notes[sheet]) + 3}"
         for i, line in enumerate(rep.notes[sheet]):

@@ -24,6 +24,7 @@ from hub.district import reports
 from hub.district import reports_rollup as ru
 from hub.exports import TEXT as HUB_TEXT
 from hub.exports import Monthly, level_label
+from hub.exports import to_xlsx as hub_to_xlsx
 from hub.office import OFFICE_TZ
 from hub.periods import resolve
 from hub.reports import REASON_LABELS
@@ -177,33 +178,7 @@ def monthly(
 
 
 def to_xlsx(rep: Monthly) -> bytes:
-    from openpyxl import Workbook
-    from openpyxl.cell import WriteOnlyCell
-    from openpyxl.styles import Font
-
-    t = TEXT.get(rep.lang, TEXT["vi"])
-    wb = Workbook(write_only=True)
-    bold = Font(bold=True)
-    for sheet in SHEETS:
-        ws = wb.create_sheet(t[sheet])
-        ws.freeze_panes = f"A{len(rep.notes[sheet]) + 3}"
-        for i, line in enumerate(rep.notes[sheet]):
-            cell = WriteOnlyCell(ws, line)
-            if i == 0:
-                cell.font = bold
-            ws.append([cell])
-        ws.append([])
-        head = []
-        for h in rep.headings[sheet]:
-            cell = WriteOnlyCell(ws, h)
-            cell.font = bold
-            head.append(cell)
-        ws.append(head)
-        for r in rep.rows[sheet]:
-            ws.append(r)
-    buf = io.BytesIO()
-    wb.save(buf)
-    return buf.getvalue()
+    return hub_to_xlsx(rep, SHEETS, TEXT)
 
 
 def to_csv(rep: Monthly, sheet: str = "office") -> bytes:
