@@ -366,7 +366,7 @@ def main() -> int:
         if args.profile:
             spy = subprocess.Popen(
                 [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(proc.pid)]
-                + ["--format", "raw", "--rate", "200", "-o", args.profile],
+                + ["--format", "raw", "--rate", "200", "--idle", "-o", args.profile],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )

@@ -7,9 +7,10 @@ checked with a keyed HMAC computed once per terminal and epoch (the key pads and
 body). Anything unusual (a QR rating, an unknown terminal, a record that does not decode or does
 not verify) goes to ``receive._rating_row`` itself, so a refused item gets exactly its reason.
 
-Storage: on PostgreSQL the rows are ``COPY``-ed into a temporary table (one per connection, emptied
-at commit) and moved with one ``INSERT ... SELECT ... ON CONFLICT DO NOTHING RETURNING`` the keys
-stored; on SQLite (the embedded default) an ``executemany`` insert, then a read-back by key. Either
+Storage: on PostgreSQL the rows are ``COPY``-ed in binary (no text formatting or parsing of the
+times and numbers) straight into the table; if a key is already there, into a temporary table
+(one per connection, emptied at commit) and moved with one ``INSERT ... SELECT ... ON CONFLICT DO
+NOTHING RETURNING`` the keys stored; on SQLite (the embedded default) an ``executemany`` insert, then a read-back by key. Either
 way only the first item of a key in a batch is offered for storage; every other item whose key is
 not among those stored is compared with the stored record (a repeat, or a conflicting record).
 """
@@ -61,6 +62,10 @@ Key = tuple[str, int, int]
 _BODY = struct.Struct("<BBHIIBBBB")
 _TEMP = "sipas_rating_in"
 _COLS = ", ".join(f'"{c}"' for c in COLUMNS)
+_COPY_TYPES = text(
+    "SELECT a.attname, a.atttypid::int FROM pg_attribute a "
+    "WHERE a.attrelid = CAST('rating' AS regclass) AND a.attnum > 0 AND NOT a.attisdropped"
+)
 
 
 def _pads(key: bytes, prefix: bytes) -> tuple[Any, Any]:
@@ -219,6 +224,20 @@ def store(s: Session, rows: list[tuple[Any, ...]], batch_key: str) -> set[Key]:
     return _store_sqlite(s, rows, batch_key)
 
 
+def _copy_in(s: Session, pg: Any, table: str, rows: list[tuple[Any, ...]]) -> None:
+    """``COPY table (COLUMNS) FROM STDIN`` in binary, with the column types the table has."""
+    conn = s.connection()
+    info = conn.info.get("rating_copy_types")
+    if info is None:  # the type OIDs of COLUMNS, once per database connection
+        oids = {name: oid for name, oid in conn.execute(_COPY_TYPES)}
+        info = conn.info["rating_copy_types"] = [oids[c] for c in COLUMNS]
+    with pg.cursor() as cur, cur.copy(f"COPY {table} ({_COLS}) FROM STDIN (FORMAT BINARY)") as cp:
+        cp.set_types(info)
+        write = cp.write_row
+        for r in rows:
+            write(r)
+
+
 def _store_pg(s: Session, rows: list[tuple[Any, ...]]) -> set[Key]:
     conn = s.connection()
     pg: Any = conn.connection.driver_connection
@@ -228,10 +247,7 @@ def _store_pg(s: Session, rows: list[tuple[Any, ...]]) -> set[Key]:
     # rows go the careful way: ON CONFLICT DO NOTHING, the stored keys returned.
     savepoint = conn.begin_nested()
     try:
-        with pg.cursor() as cur, cur.copy(f"COPY rating ({_COLS}) FROM STDIN") as cp:
-            write = cp.write_row
-            for r in rows:
-                write(r)
+        _copy_in(s, pg, "rating", rows)
     except psycopg.errors.UniqueViolation:
         savepoint.rollback()
     else:
@@ -243,10 +259,7 @@ def _store_pg(s: Session, rows: list[tuple[Any, ...]]) -> set[Key]:
         f"CREATE TEMP TABLE IF NOT EXISTS {_TEMP} ON COMMIT DELETE ROWS AS "
         f"SELECT {_COLS} FROM rating WITH NO DATA"
     )
-    with pg.cursor() as cur, cur.copy(f"COPY {_TEMP} ({_COLS}) FROM STDIN") as cp:
-        write = cp.write_row
-        for r in rows:
-            write(r)
+    _copy_in(s, pg, _TEMP, rows)
     res = conn.exec_driver_sql(
         f"INSERT INTO rating ({_COLS}) SELECT {_COLS} FROM {_TEMP} "
         "ON CONFLICT (terminal_id, epoch, seq) DO NOTHING RETURNING terminal_id, epoch, seq"

@@ -56,55 +56,25 @@ v AS (
               WHERE r.terminal_id = w.tid AND r.epoch = w.epoch AND r.seq < w.low), 0) + 1 AS lo
   FROM w WHERE w.hi >= w.low),
 """
-_GAPS_CTE = """
+_GAPS_TAIL = """
 g AS (SELECT tid, epoch, seq, LAG(seq) OVER (PARTITION BY tid, epoch ORDER BY seq) AS prev FROM s),
 gaps AS (
   SELECT g.tid, g.epoch, COALESCE(g.prev, v.lo - 1) + 1 AS a, g.seq - 1 AS b
   FROM g JOIN v ON g.tid = v.tid AND g.epoch = v.epoch
-  WHERE g.seq - COALESCE(g.prev, v.lo - 1) > 1)"""
-_GAPS_TAIL = (
-    _GAPS_CTE
-    + """
+  WHERE g.seq - COALESCE(g.prev, v.lo - 1) > 1)
 SELECT v.tid, v.epoch, v.lo, v.hi, gaps.a, gaps.b
 FROM v LEFT JOIN gaps ON gaps.tid = v.tid AND gaps.epoch = v.epoch
 ORDER BY v.tid, v.epoch, gaps.a
 """
-)
-# PostgreSQL: the whole refresh is one statement. ``o``: the open ranges in the windows (as they
-# were when the statement began); those no longer found are resolved, the ranges found that are
-# not open yet are added, keeping the time an overlapping open range was first seen.
-_REFRESH_PG = text(
+# PostgreSQL: the windows' received numbers read with one index range scan per window (LATERAL).
+_GAPS_PG = text(
     "WITH c AS (SELECT * FROM unnest(CAST(:tids AS text[]), CAST(:epochs AS int[]),"
     " CAST(:lows AS bigint[])) AS c(tid, epoch, low)),"
     + _WINDOWS_PG
     + "s AS (SELECT v.tid, v.epoch, x.seq FROM v CROSS JOIN LATERAL ("
     " SELECT r.seq FROM rating r WHERE r.terminal_id = v.tid AND r.epoch = v.epoch"
     " AND r.seq >= v.lo AND r.seq <= v.hi OFFSET 0) x"  # OFFSET 0: an index scan per window
-    " UNION ALL SELECT tid, epoch, hi + 1 FROM v),"
-    + _GAPS_CTE
-    + """,
-o AS (
-  SELECT d.id, d.terminal_id, d.epoch, d.seq_from, d.seq_to, d.detected_at
-  FROM suspected_deletion d JOIN v ON d.terminal_id = v.tid AND d.epoch = v.epoch
-  WHERE d.office = :office AND d.resolved_at IS NULL AND d.seq_from >= v.lo),
-resolved AS (
-  UPDATE suspected_deletion d SET resolved_at = :now FROM o
-  WHERE d.id = o.id AND NOT EXISTS (
-    SELECT 1 FROM gaps WHERE gaps.tid = o.terminal_id AND gaps.epoch = o.epoch
-    AND gaps.a = o.seq_from AND gaps.b = o.seq_to)
-  RETURNING d.id),
-added AS (
-  INSERT INTO suspected_deletion
-    (office, terminal_id, epoch, seq_from, seq_to, last_seq, detected_at)
-  SELECT :office, gaps.tid, gaps.epoch, gaps.a, gaps.b, v.hi,
-    COALESCE((SELECT min(o.detected_at) FROM o WHERE o.terminal_id = gaps.tid
-              AND o.epoch = gaps.epoch AND o.seq_from <= gaps.b AND gaps.a <= o.seq_to), :now)
-  FROM gaps JOIN v ON v.tid = gaps.tid AND v.epoch = gaps.epoch
-  WHERE NOT EXISTS (
-    SELECT 1 FROM o WHERE o.terminal_id = gaps.tid AND o.epoch = gaps.epoch
-    AND o.seq_from = gaps.a AND o.seq_to = gaps.b)
-  RETURNING id)
-SELECT (SELECT count(*) FROM resolved), (SELECT count(*) FROM added)"""
+    " UNION ALL SELECT tid, epoch, hi + 1 FROM v)," + _GAPS_TAIL
 )
 _LOCK_PG = text(
     "SELECT k.terminal_id FROM terminal_key k JOIN unnest(CAST(:tids AS text[]),"
@@ -128,14 +98,24 @@ _CHUNK = 500  # terminals per statement
 
 
 def _windows(
-    s: Session, part: list[tuple[tuple[str, int], int]]
+    s: Session, part: list[tuple[tuple[str, int], int]], pg: bool
 ) -> dict[tuple[str, int], tuple[int, int, list[tuple[int, int]]]]:
-    """SQLite: (terminal, epoch) -> (lo, hi, the missing ranges in [lo, hi]); only windows with a
+    """(terminal, epoch) -> (lo, hi, the missing ranges in [lo, hi]); only windows with a
     signed ``last_seq`` at or above the changed point."""
-    params: dict[str, Any] = {}
-    for i, ((tid, epoch), low) in enumerate(part):
-        params.update({f"t{i}": tid, f"e{i}": epoch, f"l{i}": low})
-    res = s.execute(_gaps_sqlite(len(part)), params)
+    if pg:
+        res = s.execute(
+            _GAPS_PG,
+            {
+                "tids": [t for (t, _), _ in part],
+                "epochs": [e for (_, e), _ in part],
+                "lows": [lo for _, lo in part],
+            },
+        )
+    else:
+        params: dict[str, Any] = {}
+        for i, ((tid, epoch), low) in enumerate(part):
+            params.update({f"t{i}": tid, f"e{i}": epoch, f"l{i}": low})
+        res = s.execute(_gaps_sqlite(len(part)), params)
     out: dict[tuple[str, int], tuple[int, int, list[tuple[int, int]]]] = {}
     for tid, epoch, lo, hi, a, b in res:
         w = out.setdefault((tid, int(epoch)), (int(lo), int(hi), []))
@@ -150,7 +130,9 @@ def refresh_gaps(s: Session, office: str, changed: dict[tuple[str, int], int]) -
 
     Only the window from the last received number below that point up to the highest signed
     ``last_seq`` is looked at (an index range scan), so a catch-up of a million ratings stays linear;
-    all the terminals of a batch are looked at in one statement (a few for a very large batch).
+    all the terminals of a batch are looked at in one statement (a few for a very large batch), and
+    the ranges found are compared with the open ones here (a few hundred rows: cheaper than the
+    database's nested loops over CTEs it cannot estimate).
     The terminals' directory rows are locked first (``SELECT ... FOR UPDATE`` on PostgreSQL, in a
     fixed order; SQLite serialises writers anyway), so two batches touching the same terminal
     recompute one after the other and the second sees the first's rows."""
@@ -163,16 +145,13 @@ def refresh_gaps(s: Session, office: str, changed: dict[tuple[str, int], int]) -
     for n in range(0, len(items), _CHUNK):
         part = items[n : n + _CHUNK]
         if pg:
-            tids = [t for (t, _), _ in part]
-            epochs = [e for (_, e), _ in part]
             # The terminals' directory rows first, in a fixed order, in a statement of their own
             # (the refresh must see what the batch it waited for committed).
-            s.execute(_LOCK_PG, {"tids": tids, "epochs": epochs})
-            lows = [lo for _, lo in part]
-            args = {"tids": tids, "epochs": epochs, "lows": lows, "office": office, "now": now}
-            s.execute(_REFRESH_PG, args)
-            continue
-        windows = _windows(s, part)
+            s.execute(
+                _LOCK_PG,
+                {"tids": [t for (t, _), _ in part], "epochs": [e for (_, e), _ in part]},
+            )
+        windows = _windows(s, part, pg)
         if not windows:
             continue
         open_rows: dict[tuple[str, int], list[Any]] = {}
@@ -192,7 +171,8 @@ def refresh_gaps(s: Session, office: str, changed: dict[tuple[str, int], int]) -
         for (tid, epoch), (_lo, hi, found) in windows.items():
             rows = open_rows.get((tid, epoch), [])
             kept = {(r.seq_from, r.seq_to) for r in rows}
-            resolve += [r.id for r in rows if (r.seq_from, r.seq_to) not in found]
+            found_set = set(found)
+            resolve += [r.id for r in rows if (r.seq_from, r.seq_to) not in found_set]
             for a, b in found:
                 if (a, b) in kept:
                     continue

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeGuard
 
+import orjson
 from sqlalchemy import Table, select, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
@@ -124,7 +125,7 @@ def parse(data: bytes, *, stream: str, key: str | None, office: str) -> Batch:
     if stream not in STREAMS:
         raise BatchError(404, f"unknown stream {stream!r}: one of {', '.join(STREAMS)}")
     try:
-        doc = json.loads(data)
+        doc = orjson.loads(data)  # (its JSONDecodeError is a ValueError)
     except ValueError as e:
         raise BatchError(400, f"body is not JSON: {e}") from e
     if not isinstance(doc, dict) or doc.get("v") != 1:
