@@ -537,6 +537,13 @@ def year_slices(first: date | None, last: date | None) -> list[tuple[str, str, s
     return out
 
 
+_LEVELS = 5  # the widest scale (hub/protocol.py: scales 3 to 5)
+_PIVOT = ", ".join(
+    [f"SUM(CASE WHEN level = {lv} THEN n_valid ELSE 0 END)" for lv in range(1, _LEVELS + 1)]
+    + [f"SUM(CASE WHEN channel = '{ch}' THEN n_valid ELSE 0 END)" for ch in ELECTRONIC]
+)
+
+
 def rollup_counts(
     conn: Connection,
     first: date | None,
@@ -560,19 +567,26 @@ def rollup_counts(
     elec = [ch for ch in channels if ch in ELECTRONIC]
     if elec:
         p["chs"] = elec
-        for o, u, ch, scale, level, v, x in conn.execute(
+        # One row per unit and scale, its levels and channels as columns: a year of 2,000
+        # officials is ~2,000 rows to turn into counts, not one per channel and level (~12,000).
+        for o, u, scale, x, *vals in conn.execute(
             _expand(
-                "SELECT office, unit, channel, scale, level, SUM(n_valid), SUM(n_excl) "  # noqa: S608
+                f"SELECT office, unit, scale, SUM(n_excl), {_PIVOT} "  # noqa: S608
                 f"FROM report_unit WHERE {where}{scope} AND channel IN :chs "
-                "GROUP BY office, unit, channel, scale, level",
+                "GROUP BY office, unit, scale",
                 offices is not None,
             ).bindparams(bindparam("chs", expanding=True)),
             p,
-        ).all():
+        ):
             cn = _get(out, (o, u))
-            cn.levels[(int(scale), int(level))] += int(v)
-            cn.channels[ch] += int(v)
-            cn.excluded += int(x)
+            levels = cn.levels
+            for lv, v in enumerate(vals[:_LEVELS], 1):
+                if v:
+                    levels[(scale, lv)] += v
+            for ch, v in zip(ELECTRONIC, vals[_LEVELS:], strict=True):
+                if v:
+                    cn.channels[ch] += v
+            cn.excluded += x
         for o, u, reason, n in conn.execute(
             _expand(
                 "SELECT office, unit, reason, SUM(n) FROM report_excl "  # noqa: S608
