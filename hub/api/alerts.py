@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import queue
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, Literal
 
@@ -15,7 +16,15 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from hub.alerts import AlertEngine, AlertNotFound, AlertOut, AlertStateError, RuleCode
-from hub.api.auth import READ_ALL, WRITE_OFFICE, Principal, require
+from hub.api.auth import (
+    READ_ALL,
+    WRITE_OFFICE,
+    Principal,
+    TokenWatch,
+    end_event,
+    recheck_seconds,
+    require,
+)
 
 _ACTOR = (
     "who acts, for the bootstrap token only (shared by tools); a personal token acts as its holder"
@@ -68,6 +77,7 @@ def _name(who: Principal, named: str | None) -> str:
 
 
 Writer = Annotated[Principal, Depends(require(*WRITE_OFFICE))]
+Reader = Annotated[Principal, Depends(require(*READ_ALL))]
 
 
 def alerts_router(*, ping_seconds: float = 15.0) -> APIRouter:
@@ -77,17 +87,20 @@ def alerts_router(*, ping_seconds: float = 15.0) -> APIRouter:
     # before "/{alert_id}", which would otherwise take "stream" for an id
     @router.get(
         "/stream",
-        dependencies=read,
         response_class=StreamingResponse,
         responses={200: {"content": {"text/event-stream": {}}}},
     )
     async def stream(
         request: Request,
         alerts: AlertsDep,
+        who: Reader,
         last_event_id: Annotated[str | None, Header(description="resume after this event")] = None,
     ) -> StreamingResponse:
         """Every new alert and every change, as ``event: alert`` with the JSON payload that MQTT and
         the webhook also get; a comment line every 15 s keeps proxies from closing the stream.
+        The token is re-checked while the stream is open (every few seconds, before the next
+        event): once it is revoked or its role no longer allows this, the stream ends with
+        ``event: end`` and ``data: {"reason": "token_revoked", "detail": ...}``.
         Browsers: EventSource cannot send the bearer token, read it with fetch() instead."""
         loop = asyncio.get_running_loop()
         wake = asyncio.Event()
@@ -104,6 +117,7 @@ def alerts_router(*, ping_seconds: float = 15.0) -> APIRouter:
                 wake,
                 after,
                 float(getattr(request.app.state, "alert_ping_seconds", ping_seconds)),
+                TokenWatch(request.app.state.engine, who, READ_ALL, recheck_seconds(request)),
             ),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
@@ -147,30 +161,46 @@ async def _events(
     wake: asyncio.Event,
     after: int | None,
     ping_seconds: float,
+    watch: TokenWatch,
 ) -> AsyncIterator[str]:
     try:
         yield "retry: 3000\n\n"
         last = after or 0
         if after is not None:  # replay what the client missed; live ones already queue up behind
             for missed in await asyncio.to_thread(alerts.events_since, after):
+                if (why := await watch.problem()) is not None:
+                    yield end_event(why)
+                    return
                 last = missed["event_id"]
                 yield sse(missed)
+        ping_at = time.monotonic() + ping_seconds
         while True:
             try:
                 p = q.get_nowait()
             except queue.Empty:
                 wake.clear()  # a put after this line schedules wake.set() on this loop
+                if (why := await watch.problem()) is not None:  # a clock read unless due
+                    yield end_event(why)
+                    return
                 if q.empty():
+                    # wake for an alert, the next token check or the next ping
+                    wait = min(ping_at - time.monotonic(), watch.due_in())
                     try:
-                        await asyncio.wait_for(wake.wait(), ping_seconds)
+                        await asyncio.wait_for(wake.wait(), max(wait, 0.0))
                     except TimeoutError:
-                        yield ": ping\n\n"
+                        if time.monotonic() >= ping_at:
+                            ping_at = time.monotonic() + ping_seconds
+                            yield ": ping\n\n"
                 continue
             if p is None:  # the hub is shutting down
                 return
             if p["event_id"] <= last:
                 continue
+            if (why := await watch.problem()) is not None:
+                yield end_event(why)
+                return
             last = p["event_id"]
+            ping_at = time.monotonic() + ping_seconds
             yield sse(p)
     finally:
         alerts.unsubscribe(q)

@@ -13,13 +13,22 @@ safe way to store them; the token itself is shown once, when it is created.
 Routes say who may call them with ``dependencies=[Depends(require(*roles))]`` or take the caller
 as a parameter, ``who: Annotated[Principal, Depends(require(...))]``, when they must scope what
 they return (an official sees only their own ratings).
+
+A token is checked when a request arrives; a live stream (``/ratings/stream``, ``/alerts/stream``)
+stays open for hours, so it re-checks its token while open with a :class:`TokenWatch` and ends with
+``event: end`` (:func:`end_event`) once the token is revoked or no longer allows the route.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import json
+import logging
+import math
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -28,9 +37,12 @@ import fastapi.routing
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, select
 
 from hub.models import ApiToken, utcnow
+
+log = logging.getLogger(__name__)
 
 ADMIN = "admin"
 SUPERVISOR = "supervisor"
@@ -43,6 +55,19 @@ READ_ALL = (ADMIN, SUPERVISOR, AUDITOR)  # every rating, report, log of the offi
 WRITE_OFFICE = (ADMIN, SUPERVISOR)  # desks, officials, duty, cases, exclusions, alerts
 ADMIN_ONLY = (ADMIN,)  # terminals, firmware, tokens
 ANY_ROLE = ROLES  # officials included: such a route must scope by Principal.official_id
+
+# How often (seconds) an open live stream re-reads the token that opened it: one primary-key read
+# per stream per interval, however many events it sends, and a revoked token hears at most this
+# much more. ``app.state.token_recheck_seconds`` overrides it (tests use a fraction of a second).
+TOKEN_RECHECK_SECONDS = 5.0
+
+# Why a stream ended (the ``reason`` of its ``event: end``), with what an API client is told.
+END_REASONS = {
+    "token_revoked": "this API token was revoked: ask an administrator for a new one",
+    "token_unknown": "this API token no longer exists: ask an administrator for one",
+    "role_forbidden": "this API token's role no longer allows this stream: sign in again with a "
+    "token that does",
+}
 
 _bearer = HTTPBearer(auto_error=False)
 _ROLES = "sipas_roles"  # the attribute on require()'s dependency that holds its roles
@@ -152,6 +177,73 @@ def require(*roles: str) -> Callable[..., Principal]:
 
     setattr(dep, _ROLES, allowed)
     return dep
+
+
+def token_problem(engine: Engine, who: Principal, allowed: frozenset[str]) -> str | None:
+    """Why the token behind ``who`` may no longer do what it was let in for (a key of
+    :data:`END_REASONS`), or None while it still may. The bootstrap token lasts as long as the hub
+    runs with it."""
+    if who.token_id is None:
+        return None
+    with Session(engine) as s:
+        row = s.get(ApiToken, who.token_id)
+    if row is None:
+        return "token_unknown"
+    if row.revoked_at is not None:
+        return "token_revoked"
+    # a stream was scoped for the role (and official) it was opened with: any change ends it
+    if row.role not in allowed or (row.role, row.official_id) != (who.role, who.official_id):
+        return "role_forbidden"
+    return None
+
+
+class TokenWatch:
+    """Re-checks, while a stream is open, the token that opened it: at most once every ``every``
+    seconds (a database read in a worker thread), so a busy stream costs the same as an idle one.
+    Call :meth:`problem` before sending each event and wait no longer than :meth:`due_in` when idle.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        who: Principal,
+        roles: tuple[str, ...],
+        every: float = TOKEN_RECHECK_SECONDS,
+    ) -> None:
+        self._engine = engine
+        self._who = who
+        self._allowed = frozenset(roles)
+        self._every = every
+        self._due = time.monotonic() + every  # the request itself was just checked
+
+    def due_in(self) -> float:
+        """Seconds until the next check (inf for the bootstrap token, which is never re-read)."""
+        if self._who.token_id is None:
+            return math.inf
+        return max(0.0, self._due - time.monotonic())
+
+    async def problem(self) -> str | None:
+        """Why the stream must end now (see :func:`token_problem`); reads the database only when
+        a check is due, so calling it before every event is cheap."""
+        if self.due_in() > 0:
+            return None
+        self._due = time.monotonic() + self._every
+        try:
+            return await asyncio.to_thread(token_problem, self._engine, self._who, self._allowed)
+        except SQLAlchemyError as e:  # a busy database must not cut every screen: next time
+            log.warning("could not re-check a stream's API token (%s); trying again", e)
+            return None
+
+
+def recheck_seconds(request: Request) -> float:
+    return float(getattr(request.app.state, "token_recheck_seconds", TOKEN_RECHECK_SECONDS))
+
+
+def end_event(reason: str) -> str:
+    """The stream's last event: ``event: end`` with ``{"reason": ..., "detail": ...}`` and no id,
+    so a client knows not to reconnect with this token (the dashboard asks to sign in again)."""
+    data = json.dumps({"reason": reason, "detail": END_REASONS.get(reason, reason)})
+    return f"event: end\ndata: {data}\n\n"
 
 
 def scope_official(who: Principal, official_id: str | None) -> str | None:

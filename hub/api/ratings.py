@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
@@ -21,7 +22,15 @@ from sqlmodel import Session, col, func, select
 from hub import ratings_query as rq
 from hub.alerts import LEVEL_LABELS
 from hub.api.app import SessionDep
-from hub.api.auth import ANY_ROLE, Principal, require, scope_official
+from hub.api.auth import (
+    ANY_ROLE,
+    Principal,
+    TokenWatch,
+    end_event,
+    recheck_seconds,
+    require,
+    scope_official,
+)
 from hub.livefeed import LiveFeed
 from hub.models import Rating
 from hub.office import OFFICE_TZ, OfficeError
@@ -259,7 +268,12 @@ def _last_id(engine: Engine) -> int:
 
 
 async def _stream(
-    engine: Engine, feed: LiveFeed, f: rq.RatingFilter, after: int | None, ping: float
+    engine: Engine,
+    feed: LiveFeed,
+    f: rq.RatingFilter,
+    after: int | None,
+    ping: float,
+    watch: TokenWatch,
 ) -> AsyncIterator[str]:
     loop = asyncio.get_running_loop()
     wake = asyncio.Event()
@@ -268,18 +282,32 @@ async def _stream(
         yield "retry: 3000\n\n"
         # subscribed first: a rating committed from here on wakes us, and the read below sees it
         last = after if after is not None else await asyncio.to_thread(_last_id, engine)
+        ping_at = time.monotonic() + ping
         while not feed.closed.is_set():
             wake.clear()  # a publish after this line wakes the wait below
             batch = await asyncio.to_thread(_newer, engine, f, last)
             for r in batch:
+                if (why := await watch.problem()) is not None:  # a clock read unless due
+                    yield end_event(why)
+                    return
                 yield _sse(r)
             if batch:
                 last = max(r.id for r in batch)
+                ping_at = time.monotonic() + ping
                 continue  # there may be more than one batch
-            try:
-                await asyncio.wait_for(wake.wait(), ping)
-            except TimeoutError:
-                yield ": ping\n\n"  # and read again: ratings stored without a publish show up too
+            while True:  # idle: wake for a publish, the next token check or the next ping
+                if (why := await watch.problem()) is not None:
+                    yield end_event(why)
+                    return
+                wait = min(ping_at - time.monotonic(), watch.due_in())
+                try:
+                    await asyncio.wait_for(wake.wait(), max(wait, 0.0))
+                    break
+                except TimeoutError:
+                    if time.monotonic() >= ping_at:
+                        ping_at = time.monotonic() + ping
+                        yield ": ping\n\n"
+                        break  # and read again: ratings stored without a publish show up too
     finally:
         feed.unsubscribe(notify)
 
@@ -301,8 +329,11 @@ async def stream(
 ) -> StreamingResponse:
     """Each new rating as ``event: rating`` with ``id:`` (the rating id) and ``data:`` the rating
     as ``GET /ratings`` returns it; a comment line every 15 s keeps proxies from closing the
-    stream. After a reconnect, ``Last-Event-ID`` resumes from the database without a gap. Browsers:
-    EventSource cannot send the bearer token, read the stream with fetch() instead."""
+    stream. After a reconnect, ``Last-Event-ID`` resumes from the database without a gap. The
+    token is re-checked while the stream is open (every few seconds, before the next event): once
+    it is revoked or its role no longer allows this, the stream ends with ``event: end`` and
+    ``data: {"reason": "token_revoked", "detail": ...}``. Browsers: EventSource cannot send the
+    bearer token, read the stream with fetch() instead."""
     feed: LiveFeed | None = getattr(request.app.state, "livefeed", None)
     if feed is None:
         raise HTTPException(503, "the live ratings feed is not running on this hub")
@@ -317,7 +348,14 @@ async def stream(
         raise HTTPException(400, "Last-Event-ID is out of range")
     ping = float(getattr(request.app.state, "ratings_ping_seconds", 15.0))
     return StreamingResponse(
-        _stream(request.app.state.engine, feed, f, after, ping),
+        _stream(
+            request.app.state.engine,
+            feed,
+            f,
+            after,
+            ping,
+            TokenWatch(request.app.state.engine, who, ANY_ROLE, recheck_seconds(request)),
+        ),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

@@ -49,6 +49,11 @@ export function whenAuthLost(fn) {
   onAuthLost = fn;
 }
 
+// Back to the login page (a stream ended because the token no longer holds: log in again).
+export function signInAgain(err) {
+  onAuthLost(err ?? new ApiError("auth", 401, ""));
+}
+
 export function apiUrl(path, query) {
   const url = new URL(`/api/v1${path}`, location.origin);
   for (const [k, v] of Object.entries(query || {})) {
@@ -112,12 +117,16 @@ const sleep = (ms) => new Promise((res) => setTimeout(res, ms));
 
 // Server-Sent Events over fetch(). Reconnects by itself (backing off to 15 s) and resumes with
 // Last-Event-ID, so nothing said while the hub or the Wi-Fi was away is missed.
-// onState(state, error): "connecting" | "live" | "offline" | "auth" | "role" | "missing" | "closed".
+// onState(state, error): "connecting" | "live" | "offline" | "auth" | "role" | "missing" | "ended"
+// | "closed". "ended": the hub ended the stream with `event: end` because the token was revoked or
+// its role no longer allows the stream; error.reason says why ("token_revoked", ...). Reconnecting
+// with that token would only be refused, so the stream stops for good: the page asks to log in.
 export function openStream(path, { onEvent, onState = () => {} }) {
   let lastId = null;
   let stopped = false;
   let ctrl = null;
   let retry = 3000;
+  let ended = null;
 
   function dispatch(block) {
     let type = "message";
@@ -140,6 +149,11 @@ export function openStream(path, { onEvent, onState = () => {} }) {
       payload = JSON.parse(payload);
     } catch {
       /* not JSON: hand over the text */
+    }
+    if (type === "end") {
+      ended = new ApiError("ended", 401, payload?.detail || "");
+      ended.reason = payload?.reason || "unknown";
+      return;
     }
     onEvent(type, payload, id);
   }
@@ -175,11 +189,18 @@ export function openStream(path, { onEvent, onState = () => {} }) {
           if (done) break;
           buf = (buf + value).replace(/\r\n?/g, "\n");
           let end;
-          while ((end = buf.indexOf("\n\n")) >= 0) {
+          while (!ended && (end = buf.indexOf("\n\n")) >= 0) {
             const block = buf.slice(0, end);
             buf = buf.slice(end + 2);
             dispatch(block);
           }
+          if (ended) break;
+        }
+        if (ended) {
+          stopped = true; // no reconnect: the token no longer holds
+          reader.cancel().catch(() => {});
+          onState("ended", ended);
+          return;
         }
       } catch (e) {
         if (stopped) return;

@@ -3,7 +3,7 @@ import { api, openStream } from "./api.js";
 import { dateTime, el } from "./format.js";
 import { currentLang, t } from "./i18n.js";
 import { WRITE_OFFICE, badge, can, errorBox, pageHead, select } from "./ui.js";
-import { lookups } from "./page_feed.js";
+import { lookups, streamEnded } from "./page_feed.js";
 
 export async function render(view) {
   let state = sessionStorage.getItem("sipas.alerts.state") || "unresolved";
@@ -83,9 +83,10 @@ export async function render(view) {
       if (document.activeElement?.classList.contains("comment") && list.contains(document.activeElement)) pending = true;
       else load();
     },
-    onState(s) {
+    onState(s, err) {
       live.dataset.state = s;
       live.textContent = t(`stream.${s}`);
+      if (s === "ended") msg.replaceChildren(streamEnded(err));
     },
   });
   return () => stream.close();

@@ -1,5 +1,5 @@
 // Live feed: today's ratings, newest first, with new ones arriving over the ratings stream.
-import { api, openStream } from "./api.js";
+import { api, openStream, signInAgain } from "./api.js";
 import { el, levelLabel, levelTone, reasonLabel, startOfTodayIso, time, dateOnly, toDate } from "./format.js";
 import { t } from "./i18n.js";
 import { errorBox, errorMessage, pageHead, table } from "./ui.js";
@@ -13,6 +13,24 @@ export async function lookups() {
   if (desks.status === "fulfilled") for (const d of desks.value) names.desk.set(d.id, d.name);
   if (officials.status === "fulfilled") for (const o of officials.value) names.official.set(o.id, o.name);
   return names;
+}
+
+// Why the hub ended a live stream (`event: end`, see openStream): what to tell the person.
+const END_REASONS = {
+  token_revoked: "stream.end.token_revoked",
+  token_unknown: "stream.end.token_unknown",
+  role_forbidden: "stream.end.role_forbidden",
+};
+
+// The notice a page shows when its stream ended: why, and a button back to the login page.
+export function streamEnded(err) {
+  const reason = err?.reason ?? "unknown";
+  return el(
+    "div",
+    { class: "notice error stream-ended", role: "alert", "data-reason": reason },
+    el("p", {}, t(END_REASONS[reason] ?? "stream.end.other", { reason })),
+    el("button", { type: "button", class: "primary sign-in-again", onclick: () => signInAgain(err) }, t("stream.sign_in")),
+  );
 }
 
 export function listOf(body) {
@@ -121,7 +139,8 @@ export async function render(view) {
     onState(s, err) {
       state.dataset.state = s;
       state.textContent = t(`stream.${s}`);
-      if (err && (s === "role" || s === "missing")) msg.replaceChildren(errorBox(err));
+      if (s === "ended") msg.replaceChildren(streamEnded(err));
+      else if (err && (s === "role" || s === "missing")) msg.replaceChildren(errorBox(err));
       else if (s === "live") msg.replaceChildren();
       else if (err && s === "offline") state.title = errorMessage(err);
     },
