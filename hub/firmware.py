@@ -2,10 +2,13 @@
 
 - :func:`load_bundle` validates a bundle directory (``manifest.json`` and the files it lists);
 - :class:`FirmwareStore` keeps imported bundles in ``<data_dir>/firmware/<version>/``, read-only;
-- :func:`update_signature` is the per-terminal ``sig`` of the ``update`` command;
+- :func:`update_signature` is the per-terminal ``sig`` of the ``update`` command (terminals before
+  the replay protection); :func:`update_signature2` its ``sig2``, which also signs the command's
+  count (:func:`next_update_count`, spent once by the terminal) and the downgrade flag;
 - :class:`RolloutEngine` updates terminals one at a time and stops at the first that does not come
   back on the new version. Its state is in the ``rollout`` and ``rolloutstep`` tables and every step
-  is in the audit log.
+  is in the audit log. :meth:`RolloutEngine.cancel` stops a rollout after the terminal being
+  updated has finished on its own (a terminal is never interrupted mid-flash).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import queue
 import re
 import secrets
 import shutil
+import struct
 import tarfile
 import tempfile
 import threading
@@ -37,6 +41,7 @@ from sqlmodel import Session, col, select
 from hub import protocol, registry
 from hub.config import Settings
 from hub.models import AuditLog, Rollout, RolloutStep, Terminal, utcnow
+from hub.office import OFFICE_TZ
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +55,11 @@ MAX_MANIFEST = 64 * 1024
 MAX_UPLOAD = 16 * 1024 * 1024  # a whole ESP32 flash is 4 MB
 MAX_TAR_MEMBERS = 1000
 
-SIG_PREFIX = b"SIPAS-U1"
+SIG_PREFIX = b"SIPAS-U1"  # `sig`: only for terminals older than the replay protection
+SIG2_PREFIX = b"SIPAS-U2"  # `sig2`: also signs the command's count and its downgrade flag
+MAX_COUNT = 0xFFFFFFFF  # the count is a u32 in the signed message
+# Audit rows of a terminal that carry update counts (signed, or reported back by the terminal).
+_COUNT_ACTIONS = ("update_sent", "update_failed", "update_refused")
 
 
 class BundleError(ValueError):
@@ -67,6 +76,14 @@ class RolloutError(ValueError):
 
 class RolloutBusy(RolloutError):
     """Another rollout is running."""
+
+
+class RolloutNotFound(RolloutError):
+    """No rollout with this id on this hub."""
+
+
+class RolloutNotRunning(RolloutError):
+    """Nothing to cancel: the rollout already ended (or is already being cancelled)."""
 
 
 # -- bundles -------------------------------------------------------------------------------------
@@ -200,6 +217,44 @@ def update_signature(hub_key: bytes, terminal_id: str, manifest_bytes: bytes) ->
     """``sig`` of the update command: HMAC-SHA256 (full, hex) with the terminal's hub key."""
     msg = SIG_PREFIX + terminal_id.encode() + b"\x00" + manifest_bytes
     return hmac.new(hub_key, msg, hashlib.sha256).hexdigest()
+
+
+def update_signature2(
+    hub_key: bytes, terminal_id: str, manifest_bytes: bytes, count: int, downgrade: bool = False
+) -> str:
+    """``sig2`` of the update command: HMAC-SHA256 (full, hex) with the terminal's hub key over
+    ``SIPAS-U2 || id || 0x00 || count (u32 LE) || flags (u8, bit 0: downgrade allowed) ||
+    manifest.json``. A terminal accepts each count once, and only above the last it accepted."""
+    if not 0 < count <= MAX_COUNT:
+        raise ValueError(f"update count {count} is outside 1..{MAX_COUNT}")
+    flags = struct.pack("<IB", count, 1 if downgrade else 0)
+    msg = SIG2_PREFIX + terminal_id.encode() + b"\x00" + flags + manifest_bytes
+    return hmac.new(hub_key, msg, hashlib.sha256).hexdigest()
+
+
+def next_update_count(s: Session, terminal_id: str, now: float | None = None) -> int:
+    """The count for this terminal's next update command: above every count the hub signed for it
+    or heard it report (its audit rows), and at least the current Unix time. The audit keeps it
+    rising when the clock goes back; the clock keeps it rising when the database is restored from
+    an old backup; a terminal's refusal reports its own last count, for when both fail."""
+    last = 0
+    rows = s.exec(
+        select(AuditLog.detail).where(
+            AuditLog.entity == "terminal",
+            AuditLog.entity_id == terminal_id,
+            col(AuditLog.action).in_(_COUNT_ACTIONS),
+        )
+    ).all()
+    for raw in rows:
+        try:
+            detail = json.loads(raw)
+        except ValueError:
+            continue
+        for key in ("count", "last_count"):
+            v = detail.get(key) if isinstance(detail, dict) else None
+            if type(v) is int and v <= MAX_COUNT:
+                last = max(last, v)
+    return max(last + 1, int(time.time() if now is None else now))
 
 
 def pack_bundle(bundle: Bundle) -> bytes:
@@ -382,6 +437,10 @@ def firmware_base_url(settings: Settings) -> str:
 
 HUB_ACTOR = "hub"
 RUNNING, DONE, STOPPED, INTERRUPTED = "running", "done", "stopped", "interrupted"
+CANCELLED = "cancelled"
+# Shown (never stored) while a cancelled rollout waits for the terminal it is updating: stored, it
+# stays "running" so that no other rollout starts before that terminal has finished.
+CANCELLING = "cancelling"
 # step states
 PENDING, SENT, STAGED, TRIAL, UPDATED = "pending", "sent", "staged", "trial", "updated"
 SKIPPED, FAILED, NOT_STARTED, STEP_INTERRUPTED = "skipped", "failed", "not_started", "interrupted"
@@ -390,6 +449,10 @@ _WAITING = (SENT, STAGED, TRIAL)
 
 class _Interrupted(Exception):
     pass
+
+
+class _Cancelled(Exception):
+    """Cancelled before the next terminal was sent anything."""
 
 
 def _iso(t: datetime | None) -> str | None:
@@ -410,6 +473,33 @@ def _audit(s: Session, actor: str, action: str, entity: str, entity_id: str, **d
             detail=json.dumps(detail, ensure_ascii=False),
         )
     )
+
+
+def _local(t: datetime | None) -> str:
+    if t is None:
+        return "?"
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    return t.astimezone(OFFICE_TZ).strftime("%d/%m/%Y %H:%M:%S")
+
+
+def _cancel_requests(s: Session, rollout_ids: list[int]) -> dict[int, AuditLog]:
+    """The "cancel" audit row of each of these rollouts that has one: the cancel request is kept
+    there (who and when), so it survives a hub restart."""
+    if not rollout_ids:
+        return {}
+    rows = s.exec(
+        select(AuditLog).where(
+            AuditLog.entity == "rollout",
+            AuditLog.action == "cancel",
+            col(AuditLog.entity_id).in_([str(i) for i in rollout_ids]),
+        )
+    ).all()
+    return {int(a.entity_id): a for a in rows}
+
+
+def _cancelled_reason(req: AuditLog, reason: str | None) -> str:
+    return f"cancelled by {req.actor}" + (f"; {reason}" if reason else "")
 
 
 def _last_heartbeat(term: Terminal) -> dict[str, Any]:
@@ -446,12 +536,50 @@ class RolloutEngine:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._current: str | None = None  # terminal being updated
+        self._cid: str | None = None  # the update command the rollout waits for a reply to
+        self._rid: int | None = None  # rollout the thread runs
+        self._cancel_rid: int | None = None  # set (under _lock) when that rollout is cancelled
         self._events: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
 
     # -- from the ingest thread
     def on_reply(self, terminal_id: str, reply: dict[str, Any]) -> None:
         if terminal_id == self._current:
             self._events.put(("reply", reply))
+        cid = reply.get("id")
+        if (
+            reply.get("ok") is False
+            and isinstance(cid, str)
+            and cid.startswith("u-")
+            and cid != self._cid
+        ):
+            try:
+                self._unexpected_refusal(terminal_id, cid, reply)
+            except Exception:  # the ingest thread calls this: it must never stop it
+                log.exception("could not record %s's refusal of %s", terminal_id, cid)
+
+    def _unexpected_refusal(self, tid: str, cid: str, reply: dict[str, Any]) -> None:
+        """A terminal refused an update command no rollout is waiting for: a replayed command (by
+        anything that can publish on its command topic), or a late answer. Kept in the audit log
+        (with the rollout that first sent that command id, if any) and logged."""
+        error = str(reply.get("error") or "no reason given")[:300]
+        last = reply.get("last_count")
+        with Session(self.engine) as s:
+            sent = s.exec(
+                select(RolloutStep.rollout_id).where(
+                    RolloutStep.terminal_id == tid, RolloutStep.command_id == cid
+                )
+            ).first()
+            _audit(s, HUB_ACTOR, "update_refused", "terminal", tid, command=cid, reason=error,
+                   sent_in_rollout=sent,
+                   last_count=last if type(last) is int else None)  # fmt: skip
+            s.commit()
+        log.warning(
+            "terminal %s refused update command %s (%s): %s",
+            tid,
+            cid,
+            f"sent in rollout {sent}" if sent is not None else "not sent by this hub",
+            error,
+        )
 
     def on_status(self, terminal_id: str, status: dict[str, Any]) -> None:
         if terminal_id == self._current:
@@ -501,8 +629,12 @@ class RolloutEngine:
         all_: bool = False,
         timeout_s: float | None = None,
         actor: str = HUB_ACTOR,
+        allow_downgrade: bool = False,
     ) -> int:
-        """Check everything that can be checked first, then start the rollout's thread."""
+        """Check everything that can be checked first, then start the rollout's thread.
+
+        ``allow_downgrade`` signs the commands as a deliberate downgrade: without it a terminal
+        refuses a version that is not newer than the one it runs."""
         bundle = self.store.get(version)
         if bundle is None:
             raise RolloutError(f"version {version} is not imported: upload the bundle first")
@@ -513,6 +645,11 @@ class RolloutEngine:
             raise RolloutError("the timeout must be between 1 s and 24 h")
         with self._lock:
             busy = self.running()
+            if busy is not None and busy == self._cancel_rid:
+                raise RolloutBusy(
+                    f"rollout {busy} is being cancelled: it ends when the terminal it is updating "
+                    "has finished; wait for it (sipas-hub terminals rollouts)"
+                )
             if busy is not None or (self._thread is not None and self._thread.is_alive()):
                 raise RolloutBusy(f"rollout {busy} is still running: wait for it to finish")
             with Session(self.engine) as s:
@@ -531,18 +668,66 @@ class RolloutEngine:
                 for i, tid in enumerate(tids):
                     s.add(RolloutStep(rollout_id=rid, position=i, terminal_id=tid))
                 _audit(s, actor, "start", "rollout", str(rid), version=version, target=target,
-                       terminals=len(tids), timeout_s=timeout)  # fmt: skip
+                       terminals=len(tids), timeout_s=timeout,
+                       allow_downgrade=allow_downgrade)  # fmt: skip
                 s.commit()
             self._stop.clear()
+            self._rid, self._cancel_rid = rid, None
             self._thread = threading.Thread(
                 target=self._run,
-                args=(rid, bundle, base + version + "/", timeout),
+                args=(rid, bundle, base + version + "/", timeout, allow_downgrade),
                 name=f"hub-rollout-{rid}",
                 daemon=True,
             )
             self._thread.start()
         log.info("rollout %s of %s to %s started by %s", rid, version, target, actor)
         return rid
+
+    def cancel(self, rollout_id: int, *, actor: str = HUB_ACTOR) -> dict[str, Any]:
+        """Cancel a running rollout. Terminals not yet started are never sent the update; the one
+        being updated now is left to finish (confirm or roll back) on its own, since stopping a
+        terminal mid-flash is what the update protocol exists to avoid, and the rollout then ends
+        ``cancelled``. Until then it shows ``cancelling`` and no other rollout can start.
+
+        The request (who, when) is the "cancel" audit row. :class:`RolloutNotFound` for an unknown
+        id, :class:`RolloutNotRunning` when there is nothing to cancel (the text says what to do).
+        """
+        with self._lock:
+            with Session(self.engine) as s:
+                r = s.get(Rollout, rollout_id)
+                if r is None or r.office != self.office:
+                    raise RolloutNotFound(
+                        f"no rollout {rollout_id} on this hub: `sipas-hub terminals rollouts` "
+                        "lists them"
+                    )
+                prior = _cancel_requests(s, [rollout_id]).get(rollout_id)
+                if r.state != RUNNING or prior is not None:
+                    raise RolloutNotRunning(_nothing_to_cancel(r, prior, s))
+                steps = s.exec(
+                    select(RolloutStep)
+                    .where(RolloutStep.rollout_id == rollout_id)
+                    .order_by(col(RolloutStep.position))
+                ).all()
+                current = next((st.terminal_id for st in steps if st.state in _WAITING), None)
+                _audit(s, actor, "cancel", "rollout", str(rollout_id), version=r.version,
+                       updating=current,
+                       not_started=sum(1 for st in steps if st.state == PENDING))  # fmt: skip
+                s.commit()
+            t = self._thread
+            orphan = not (t is not None and t.is_alive() and self._rid == rollout_id)
+            if not orphan:
+                self._cancel_rid = rollout_id  # the thread stops after the current terminal
+        log.warning(
+            "rollout %s: cancel requested by %s%s",
+            rollout_id,
+            actor,
+            f" (waiting for {current} to finish its update)" if current else "",
+        )
+        if orphan:  # no thread runs it (cannot happen after recover()): end it here
+            self._interrupt_all("no rollout thread was running it", only=rollout_id)
+        out = self.get(rollout_id)
+        assert out is not None
+        return out
 
     def stop(self, timeout: float = 10) -> None:
         """The hub stops: the running rollout ends as interrupted."""
@@ -562,7 +747,8 @@ class RolloutEngine:
                 .where(RolloutStep.rollout_id == rollout_id)
                 .order_by(col(RolloutStep.position))
             ).all()
-            return _public(r, list(steps))
+            cancel = _cancel_requests(s, [rollout_id]).get(rollout_id)
+            return _public(r, list(steps), cancel=cancel)
 
     def recent(self, limit: int = 20) -> list[dict[str, Any]]:
         with Session(self.engine) as s:
@@ -572,14 +758,18 @@ class RolloutEngine:
                 .order_by(col(Rollout.id).desc())
                 .limit(limit)
             ).all()
+            cancels = _cancel_requests(s, [r.id for r in rows if r.id is not None])
             out = []
             for r in rows:
                 steps = s.exec(select(RolloutStep).where(RolloutStep.rollout_id == r.id)).all()
-                out.append(_public(r, list(steps), with_steps=False))
+                cancel = cancels.get(r.id) if r.id is not None else None
+                out.append(_public(r, list(steps), with_steps=False, cancel=cancel))
             return out
 
     # -- the rollout thread
-    def _run(self, rid: int, bundle: Bundle, url: str, timeout: float) -> None:
+    def _run(
+        self, rid: int, bundle: Bundle, url: str, timeout: float, downgrade: bool = False
+    ) -> None:
         try:
             with Session(self.engine) as s:
                 steps = s.exec(
@@ -592,11 +782,15 @@ class RolloutEngine:
                 assert sid is not None
                 if self._stop.is_set():
                     raise _Interrupted
-                reason = self._update_one(rid, sid, tid, bundle, url, timeout)
+                if self._cancel_rid == rid:
+                    raise _Cancelled
+                reason = self._update_one(rid, sid, tid, bundle, url, timeout, downgrade)
                 if reason is not None:
                     self._finish(rid, STOPPED, f"{tid}: {reason}")
                     return
             self._finish(rid, DONE, None)
+        except _Cancelled:
+            self._finish(rid, CANCELLED, None)
         except _Interrupted:
             self._interrupt_all("the hub was stopped during the rollout")
         except Exception as e:
@@ -604,6 +798,8 @@ class RolloutEngine:
             self._finish(rid, STOPPED, f"hub error: {e!r}"[:500])
         finally:
             self._current = None
+            with self._lock:
+                self._cancel_rid = None
 
     def _step(self, sid: int, **changes: Any) -> None:
         with Session(self.engine) as s:
@@ -622,12 +818,20 @@ class RolloutEngine:
             assert st is not None
             st.state, st.reason, st.finished_at = state, reason, utcnow()
             s.add(st)
+            self._cid = None  # a reply to that command from now on is not this step's
             action = {UPDATED: "updated", SKIPPED: "update_skipped", FAILED: "update_failed"}[state]
             _audit(s, HUB_ACTOR, action, "terminal", tid, rollout=rid, reason=reason, **detail)
             s.commit()
 
     def _update_one(
-        self, rid: int, sid: int, tid: str, bundle: Bundle, url: str, timeout: float
+        self,
+        rid: int,
+        sid: int,
+        tid: str,
+        bundle: Bundle,
+        url: str,
+        timeout: float,
+        downgrade: bool = False,
     ) -> str | None:
         """Update one terminal; None when it runs the new version, else the reason it does not."""
         version = bundle.version
@@ -656,12 +860,33 @@ class RolloutEngine:
         self._current = tid
         cid = f"u-{secrets.token_hex(4)}"
         sig = update_signature(hub_key, tid, bundle.manifest_bytes)
-        self._step(sid, state=SENT, from_fw=old, command_id=cid, started_at=utcnow())
         with Session(self.engine) as s:
+            count = next_update_count(s, tid)
+        if count > MAX_COUNT:  # the year 2106, or a terminal that reported a forged last count
+            why = (
+                f"its update count is used up ({count - 1}): register a new terminal "
+                "(sipas-hub terminals add) and provision it over USB"
+            )
+            self._step(sid, from_fw=old)
+            self._end_step(rid, sid, tid, FAILED, why, version=version)
+            return why
+        sig2 = update_signature2(hub_key, tid, bundle.manifest_bytes, count, downgrade)
+        with self._lock:  # a cancel sees this terminal as being updated, or it is not sent at all
+            if self._cancel_rid == rid:
+                raise _Cancelled
+            self._step(sid, state=SENT, from_fw=old, command_id=cid, started_at=utcnow())
+        with Session(self.engine) as s:
+            # the count is in the database before it goes out: the next one is always above it
             _audit(s, HUB_ACTOR, "update_sent", "terminal", tid, rollout=rid, version=version,
+                   count=count, downgrade=downgrade,
                    **{"from": old, "command": cid})  # fmt: skip
             s.commit()
-        cmd = protocol.encode_command(cid, "update", {"version": version, "url": url, "sig": sig})
+        args: dict[str, Any] = {"version": version, "url": url, "sig": sig}
+        args.update(count=count, sig2=sig2)
+        if downgrade:
+            args["downgrade"] = True
+        self._cid = cid
+        cmd = protocol.encode_command(cid, "update", args)
         self.publish(protocol.topic(self.office, tid, "cmd"), cmd)
         deadline = time.monotonic() + timeout
         replied = False
@@ -689,7 +914,9 @@ class RolloutEngine:
                     continue
                 if msg.get("ok") is not True:
                     why = f"refused the update: {msg.get('error') or 'no reason given'}"
-                    self._end_step(rid, sid, tid, FAILED, why, version=version)
+                    n = msg.get("last_count")  # the next command is signed above it
+                    n = n if type(n) is int else None
+                    self._end_step(rid, sid, tid, FAILED, why, version=version, last_count=n)
                     return why
                 if not replied:
                     replied = True
@@ -712,9 +939,14 @@ class RolloutEngine:
                 self._step(sid, state=TRIAL)
 
     def _finish(self, rid: int, state: str, reason: str | None) -> None:
-        with Session(self.engine) as s:
+        # Under the lock, so a cancel is either seen here or refused as "already ended".
+        with self._lock, Session(self.engine) as s:
             r = s.get(Rollout, rid)
             assert r is not None
+            cancelled = state == CANCELLED or self._cancel_rid == rid
+            req = _cancel_requests(s, [rid]).get(rid) if cancelled else None
+            if req is not None:
+                state, reason = CANCELLED, _cancelled_reason(req, reason)
             r.state, r.reason, r.finished_at = state, reason, utcnow()
             s.add(r)
             for st in s.exec(
@@ -723,8 +955,10 @@ class RolloutEngine:
                 )
             ).all():
                 st.state = NOT_STARTED
+                if req is not None:
+                    st.reason = f"the rollout was cancelled by {req.actor}: never sent the update"
                 s.add(st)
-            action = {DONE: "done", STOPPED: "stopped"}[state]
+            action = {DONE: "done", STOPPED: "stopped", CANCELLED: "cancelled"}[state]
             _audit(s, HUB_ACTOR, action, "rollout", str(rid), version=r.version, reason=reason)
             s.commit()
         log.log(
@@ -735,14 +969,23 @@ class RolloutEngine:
             f": {reason}" if reason else "",
         )
 
-    def _interrupt_all(self, reason: str) -> list[int]:
+    def _interrupt_all(self, reason: str, *, only: int | None = None) -> list[int]:
+        """End running rollouts whose thread is gone. One with a cancel request ends cancelled
+        (the request stands), the others interrupted; either way the terminal that was being
+        updated is marked interrupted: it may have updated, its heartbeat tells."""
         done = []
-        with Session(self.engine) as s:
-            for r in s.exec(
-                select(Rollout).where(Rollout.office == self.office, Rollout.state == RUNNING)
-            ).all():
+        with self._lock, Session(self.engine) as s:
+            q = select(Rollout).where(Rollout.office == self.office, Rollout.state == RUNNING)
+            if only is not None:
+                q = q.where(Rollout.id == only)
+            rows = s.exec(q).all()
+            cancels = _cancel_requests(s, [r.id for r in rows if r.id is not None])
+            for r in rows:
                 assert r.id is not None
-                r.state, r.reason, r.finished_at = INTERRUPTED, reason, utcnow()
+                req = cancels.get(r.id)
+                state = INTERRUPTED if req is None else CANCELLED
+                why = reason if req is None else _cancelled_reason(req, reason)
+                r.state, r.reason, r.finished_at = state, why, utcnow()
                 s.add(r)
                 for st in s.exec(select(RolloutStep).where(RolloutStep.rollout_id == r.id)).all():
                     if st.state == PENDING:
@@ -752,16 +995,55 @@ class RolloutEngine:
                         st.reason = f"{reason}; check the version it reports"
                         st.finished_at = utcnow()
                     s.add(st)
-                _audit(s, HUB_ACTOR, "interrupted", "rollout", str(r.id), version=r.version,
-                       reason=reason)  # fmt: skip
+                _audit(s, HUB_ACTOR, state, "rollout", str(r.id), version=r.version,
+                       reason=why)  # fmt: skip
                 done.append(r.id)
+                log.warning("rollout %s %s: %s", r.id, state, why)
             s.commit()
-        for rid in done:
-            log.warning("rollout %s interrupted: %s", rid, reason)
         return done
 
 
-def _public(r: Rollout, steps: list[RolloutStep], *, with_steps: bool = True) -> dict[str, Any]:
+def _nothing_to_cancel(r: Rollout, prior: AuditLog | None, s: Session) -> str:
+    """Why a rollout cannot be cancelled, and what to do instead."""
+    rid, when = r.id, _local(r.finished_at)
+    again = "to update its terminals, start a new rollout (sipas-hub terminals update)"
+    if r.state == RUNNING and prior is not None:
+        step = s.exec(
+            select(RolloutStep).where(
+                RolloutStep.rollout_id == rid, col(RolloutStep.state).in_(_WAITING)
+            )
+        ).first()
+        who = f"terminal {step.terminal_id}" if step is not None else "the terminal being updated"
+        return (
+            f"rollout {rid} is already being cancelled (by {prior.actor} at "
+            f"{_local(prior.at)}): it ends as soon as {who} has finished its update; "
+            f"follow it with `sipas-hub terminals rollouts {rid}`"
+        )
+    if r.state == CANCELLED:
+        return f"rollout {rid} was already cancelled at {when} ({r.reason}): nothing to do"
+    if r.state == DONE:
+        return (
+            f"rollout {rid} already finished at {when}: every terminal runs {r.version}; "
+            "nothing to cancel"
+        )
+    if r.state == INTERRUPTED:
+        return (
+            f"rollout {rid} was already interrupted at {when} ({r.reason}): nothing to cancel; "
+            f"check the version its terminals report (sipas-hub terminals rollouts {rid})"
+        )
+    return (
+        f"rollout {rid} already ended ({r.state} at {when}: {r.reason}): nothing to cancel; "
+        f"the terminals after it were never sent the update; {again}"
+    )
+
+
+def _public(
+    r: Rollout,
+    steps: list[RolloutStep],
+    *,
+    with_steps: bool = True,
+    cancel: AuditLog | None = None,
+) -> dict[str, Any]:
     counts: dict[str, int] = {}
     for st in steps:
         counts[st.state] = counts.get(st.state, 0) + 1
@@ -769,7 +1051,8 @@ def _public(r: Rollout, steps: list[RolloutStep], *, with_steps: bool = True) ->
         "id": r.id,
         "version": r.version,
         "target": r.target,
-        "state": r.state,
+        "state": CANCELLING if r.state == RUNNING and cancel is not None else r.state,
+        "cancel": None if cancel is None else {"by": cancel.actor, "at": _iso(cancel.at)},
         "reason": r.reason,
         "actor": r.actor,
         "timeout_s": r.timeout_s,

@@ -200,8 +200,12 @@ class Rollout(SQLModel, table=True):
     office: str = Field(index=True)
     version: str
     target: str = Field(description="terminal:<id> | desk:<id> | all")
-    state: str = Field(default="running", description="running | done | stopped | interrupted")
-    reason: str | None = Field(default=None, description="why it stopped or was interrupted")
+    state: str = Field(
+        default="running", description="running | done | stopped | interrupted | cancelled"
+    )
+    reason: str | None = Field(
+        default=None, description="why it stopped, was interrupted or was cancelled (by whom)"
+    )
     timeout_s: float
     actor: str
     created_at: datetime = Field(default_factory=utcnow)

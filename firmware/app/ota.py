@@ -3,9 +3,16 @@
 # /app.new, checking every byte, then marks them staged for ota_boot.py (fixed boot code) to swap
 # in at the next boot. Also the application's half of the trial: confirm once connected and a
 # heartbeat is out, and clear the safe-mode counter once healthy.
+#
+# Replay and downgrade (docs/protocol.md, "Replay and downgrade"): every update command carries a
+# count, signed with the manifest (sig2); the terminal keeps the highest count it accepted in
+# /ota_count, outside /app, so swaps and rollbacks never touch it, and refuses any command whose
+# count is not above it, and any version not newer than the running one unless the hub signed it
+# as a deliberate downgrade.
 import hashlib
 import json
 import os
+import struct
 from binascii import hexlify, unhexlify
 
 from app import codec
@@ -30,8 +37,10 @@ HEALTHY_MS = const(300000)  # 5 minutes up counts as a healthy boot even without
 CHUNK = const(1024)
 TIMEOUT_S = const(10)  # every socket operation
 DEADLINE_MS = const(120000)  # the whole download
+MAX_COUNT = 0xFFFFFFFF  # counts are u32 (not a const: above the small-int range)
 _NAME = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_"
 _HEX = "0123456789abcdef"
+_DIGITS = "0123456789"
 
 
 class UpdateError(Exception):
@@ -86,14 +95,19 @@ def update(app, cid, args):
     except UpdateError as e:
         _discard(app.root)
         app._event("ota", "refused: %s" % e)
-        return {"v": 1, "id": cid, "ok": False, "error": str(e)}
+        return _refusal(app, cid, str(e))
     except (OSError, ValueError, MemoryError) as e:
         _discard(app.root)
         app._event("ota", "failed: %s" % e)
-        return {"v": 1, "id": cid, "ok": False, "error": "update failed: %s" % e}
+        return _refusal(app, cid, "update failed: %s" % e)
     app.reboot_pending = True
     app._event("ota", "staged " + version)
     return {"v": 1, "id": cid, "ok": True, "staged": version}
+
+
+def _refusal(app, cid, error):
+    # last_count: the hub signs its next command above it (after a restore from an old backup).
+    return {"v": 1, "id": cid, "ok": False, "error": error, "last_count": last_count(app.root)}
 
 
 def _discard(root):
@@ -112,22 +126,41 @@ def _stage(app, args):
     if app.ota == "staged":
         raise UpdateError("an update is already staged: it is applied at the next boot")
     if not isinstance(args, dict):
-        raise UpdateError("update needs version, url and sig")
-    version, url, sig = args.get("version"), args.get("url"), args.get("sig")
+        args = {}
+    version, url = args.get("version"), args.get("url")
+    n, sig, down = args.get("count"), args.get("sig2"), args.get("downgrade") is True
     if not isinstance(version, str) or not version or not isinstance(url, str):
-        raise UpdateError("update needs version, url and sig")
+        raise UpdateError("update needs version, url, count and sig2")
+    if not isinstance(n, int) or not 0 < n <= MAX_COUNT or not isinstance(sig, str):
+        raise UpdateError(
+            "no signed count (count, sig2): it could be an old command replayed; "
+            "the hub must be updated"
+        )
+    # Refused before any download (cheap for a flood of replays); the signature below proves
+    # that count, version and downgrade are the hub's.
+    last = last_count(app.root)
+    if n <= last:
+        raise UpdateError("replayed or outdated command: count %d, last accepted %d" % (n, last))
+    from app.app import FW_VERSION
+
+    if not down and not newer(version, FW_VERSION):
+        raise UpdateError(
+            "%s is not newer than the running %s: a downgrade or reinstall must be signed as one "
+            "(sipas-hub terminals update --allow-downgrade)" % (version, FW_VERSION)
+        )
     if not url.endswith("/"):
         url += "/"
     b = app.board
     dl = Download(b, app.service_buttons, b.ticks_add(b.ticks_ms(), DEADLINE_MS))
     raw = dl.get_bytes(url + "manifest.json", MAX_MANIFEST)
-    msg = b"SIPAS-U1" + app.tid.encode() + b"\x00" + raw
+    msg = b"SIPAS-U2" + app.tid.encode() + b"\x00" + struct.pack("<IB", n, 1 if down else 0) + raw
     try:
         good = codec._eq(codec.hmac_sha256(app.hub_key, msg), unhexlify(sig))
     except (TypeError, ValueError):
         good = False
     if not good:
         raise UpdateError("bad signature on manifest.json")
+    save_count(app.root, n)  # spent: this command is never accepted again, whatever follows
     files = check_manifest(raw, version)
     root = app.root.rstrip("/")
     new = root + "/app.new"
@@ -145,8 +178,6 @@ def _stage(app, args):
             got = dl.get_file(url + path, f, size)
         if got != sha:
             raise UpdateError("%s: sha256 mismatch" % path)
-    from app.app import FW_VERSION
-
     ota_boot.write_state(app.root, {"state": "staged", "version": version, "from": FW_VERSION})
     app.ota = "staged"
     return version
@@ -194,6 +225,59 @@ def _app_path(path):
             stem = name[: -len(ext)]
             return bool(stem) and all(c in _NAME for c in stem)
     return False
+
+
+# -- replay and downgrade ---------------------------------------------------------------------
+def last_count(root):
+    # The count of the last update command accepted; 0 before the first (or without a root).
+    try:
+        with open(root.rstrip("/") + "/ota_count") as f:
+            return int(f.read())
+    except (AttributeError, OSError, ValueError):
+        return 0
+
+
+def save_count(root, n):
+    # Temporary file + rename (atomic on littlefs): a power cut leaves the old count or the new.
+    path = root.rstrip("/") + "/ota_count"
+    with open(path + ".tmp", "w") as f:
+        f.write(str(n))
+    os.rename(path + ".tmp", path)
+
+
+def _vkey(v):
+    # "0.10.2-rc1" -> ([0, 10, 2], "-rc1"): the leading dotted numbers (trailing zeros dropped:
+    # 0.2 is 0.2.0), then the rest.
+    i = 0
+    while i < len(v) and v[i] in "0123456789.":
+        i += 1
+    nums = [int(p) for p in v[:i].split(".") if p]
+    while nums and not nums[-1]:
+        nums.pop()
+    return nums, v[i:]
+
+
+def _words(s):
+    # "-rc10" -> [(1, "-rc"), (0, 10)]: runs of digits compare as numbers (rc10 after rc9)
+    out, i = [], 0
+    while i < len(s):
+        j, d = i, s[i] in _DIGITS
+        while j < len(s) and (s[j] in _DIGITS) == d:
+            j += 1
+        out.append((0, int(s[i:j])) if d else (1, s[i:j]))
+        i = j
+    return out
+
+
+def newer(a, b):
+    # Is version a newer than version b? The numbers decide; with the same numbers a release is
+    # newer than its pre-releases (0.2.0 after 0.2.0-rc2), which compare by their text.
+    (na, sa), (nb, sb) = _vkey(a), _vkey(b)
+    if na != nb:
+        return na > nb
+    if sa == sb or not sb:
+        return False
+    return not sa or _words(sa) > _words(sb)
 
 
 def free_bytes(root):

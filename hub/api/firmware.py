@@ -3,8 +3,8 @@ over-the-air update"; hub/firmware.py does the work).
 
 ``GET /api/v1/firmware/{version}/{path}`` needs no token: terminals download from it, the files hold
 no secret and the per-terminal signature makes them tamper-evident. It serves only ``manifest.json``
-and the names that manifest lists. Importing bundles and starting rollouts is for role admin; the
-office and district staff may read which versions are here and how rollouts went.
+and the names that manifest lists. Importing bundles, starting and cancelling rollouts is for role
+admin; the office and district staff may read which versions are here and how rollouts went.
 """
 
 from __future__ import annotations
@@ -130,6 +130,11 @@ class RolloutRequest(BaseModel):
     desk: str | None = Field(None, max_length=64)
     all: bool = False
     timeout_s: float | None = Field(None, ge=1, le=86400, description="per terminal")
+    allow_downgrade: bool = Field(
+        False,
+        description="sign the update as a deliberate downgrade: without it a "
+        "terminal refuses a version that is not newer than the one it runs",
+    )
 
     @model_validator(mode="after")
     def _one_target(self) -> RolloutRequest:
@@ -151,6 +156,7 @@ def start_rollout(
             all_=req.all,
             timeout_s=req.timeout_s,
             actor=actor,
+            allow_downgrade=req.allow_downgrade,
         )
     except firmware.RolloutBusy as e:
         raise HTTPException(409, str(e)) from e
@@ -163,14 +169,44 @@ def start_rollout(
 
 @admin.get("/rollouts", dependencies=_read)
 def list_rollouts(eng: Rollouts, limit: int = Query(20, ge=1, le=200)) -> list[dict[str, Any]]:
-    """Recent rollouts, newest first."""
+    """Recent rollouts, newest first; ``state`` is running, cancelling, done, stopped, cancelled
+    or interrupted, and ``cancel`` says who asked for a cancel and when."""
     return eng.recent(limit)
+
+
+@admin.post(
+    "/rollouts/{rollout_id}/cancel",
+    status_code=202,
+    responses={
+        404: {"description": "no such rollout", "model": Problem},
+        409: {
+            "description": "nothing to cancel: it already ended (the text says)",
+            "model": Problem,
+        },
+    },
+)
+def cancel_rollout(
+    rollout_id: int, eng: Rollouts, actor: Annotated[str, Depends(_actor)]
+) -> dict[str, Any]:
+    """Cancel a running rollout. Terminals not yet started are never sent the update. The terminal
+    being updated now is never interrupted mid-flash: it finishes (confirms the new version or
+    rolls back) on its own, within the rollout's per-terminal timeout, and then the rollout ends
+    ``cancelled``; until then its state reads ``cancelling`` and no other rollout can start. The
+    audit log records who cancelled and when. 404 unknown id; 409 it already ended, or a cancel
+    was already asked for."""
+    try:
+        return eng.cancel(rollout_id, actor=actor)
+    except firmware.RolloutNotFound as e:
+        raise HTTPException(404, str(e)) from e
+    except firmware.RolloutNotRunning as e:
+        raise HTTPException(409, str(e)) from e
 
 
 @admin.get("/rollouts/{rollout_id}", dependencies=_read)
 def get_rollout(rollout_id: int, eng: Rollouts) -> dict[str, Any]:
     """A rollout's state and every terminal's: pending, sent, staged, trial, updated, skipped,
-    failed (with the reason), not_started, interrupted."""
+    failed (with the reason), not_started, interrupted. A cancelled rollout's terminals that were
+    never sent the update are not_started."""
     out = eng.get(rollout_id)
     if out is None:
         raise HTTPException(404, f"no rollout {rollout_id}")

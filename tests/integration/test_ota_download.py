@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import json
 import shutil
+import struct
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -107,15 +108,17 @@ def app(tmp_path: Path) -> App:
     return App(cfg, Board(), config_path=str(root / "config.json"), root=str(root))
 
 
-def sign(manifest: bytes, tid: str = DEVICE["terminal_id"], key: bytes = HUB_KEY) -> str:
-    return hmac.new(
-        key, b"SIPAS-U1" + tid.encode() + b"\x00" + manifest, hashlib.sha256
-    ).hexdigest()
+def sign(
+    manifest: bytes, tid: str = DEVICE["terminal_id"], key: bytes = HUB_KEY, count: int = 1
+) -> str:
+    """``sig2``: the manifest with the command's count (u32 LE) and flags (no downgrade)."""
+    msg = b"SIPAS-U2" + tid.encode() + b"\x00" + struct.pack("<IB", count, 0) + manifest
+    return hmac.new(key, msg, hashlib.sha256).hexdigest()
 
 
 def update(app: App, server: Server, version: str = "0.2.0", sig: str | None = None) -> dict:
     sig = sign(server.files["manifest.json"]) if sig is None else sig
-    args = {"version": version, "url": server.url, "sig": sig}
+    args = {"version": version, "url": server.url, "count": 1, "sig2": sig}
     return ota.update(app, "u-1", args)
 
 
@@ -258,7 +261,8 @@ def test_update_command_replies_before_the_reset(app: App, server: Server) -> No
     app._client_factory = Client
     app.step(0)
     cmd = {"v": 1, "id": "u-2", "cmd": "update", "args": {
-        "version": "0.2.0", "url": server.url, "sig": sign(server.files["manifest.json"])}}  # fmt: skip
+        "version": "0.2.0", "url": server.url, "count": 1,
+        "sig2": sign(server.files["manifest.json"])}}  # fmt: skip
     app._on_message(app.t_cmd, json.dumps(cmd).encode())
     client = app.client
     assert client is not None

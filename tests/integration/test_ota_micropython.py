@@ -1,6 +1,7 @@
 """The fixed boot code (firmware/ota_boot.py) under real MicroPython (wasm): its filesystem is
 writable, so the same swap, rollback and power-cut sweep as tests/unit/test_ota_boot.py runs there,
-against MicroPython's own os (its errno values differ from CPython's: ENOENT is 44 in this port)."""
+against MicroPython's own os (its errno values differ from CPython's: ENOENT is 44 in this port).
+The power cuts come from tests/mpy/power_cut.py, shared with tests/unit/test_ota_replay.py."""
 
 from __future__ import annotations
 
@@ -8,69 +9,17 @@ import json
 
 import pytest
 
+from tests.fixtures.scripts import with_helpers
+
 pytestmark = pytest.mark.integration
 
 SCENARIO = """
 import json, os
 import ota_boot
+import power_cut
 
 FILES = ("__init__.py", "app.py", "start.py")
 real_open = open
-
-class Cut(Exception):
-    pass
-
-class Flash:
-    def __init__(self, budget):
-        self.budget, self.ops = budget, 0
-    def op(self):
-        if self.budget is not None and self.ops >= self.budget:
-            raise Cut()
-        self.ops += 1
-    def rename(self, a, b):
-        self.op(); os.rename(a, b)
-    def remove(self, p):
-        self.op(); os.remove(p)
-    def rmdir(self, p):
-        self.op(); os.rmdir(p)
-    def mkdir(self, p):
-        self.op(); os.mkdir(p)
-    def stat(self, p):
-        return os.stat(p)
-    def listdir(self, p):
-        return os.listdir(p)
-    def open(self, path, mode="r"):
-        if "w" not in mode:
-            return real_open(path, mode)
-        self.op()
-        return Torn(real_open(path, mode), self)
-
-class Torn:
-    def __init__(self, f, flash):
-        self.f, self.flash = f, flash
-    def write(self, data):
-        try:
-            self.flash.op()
-        except Cut:
-            self.f.write(data[: len(data) // 2])
-            self.f.close()
-            raise
-        return self.f.write(data)
-    def __enter__(self):
-        return self
-    def __exit__(self, *a):
-        self.f.close()
-
-def run_cut(budget, fn, *args):
-    flash = Flash(budget)
-    ota_boot.os, ota_boot.open = flash, flash.open
-    try:
-        fn(*args)
-        return True, flash.ops
-    except Cut:
-        return False, flash.ops
-    finally:
-        ota_boot.os, ota_boot.open = os, real_open
 
 def exists(p):
     try:
@@ -123,7 +72,7 @@ for kind, prepare in (("swap", staged), ("rollback", lambda r: on_trial(r, 3))):
         r = "/scratch/%s%d" % (kind, budget)
         os.mkdir(r)
         prepare(r)
-        done, ops = run_cut(budget, ota_boot.boot, r)
+        done, _, ops = power_cut.run(budget, (ota_boot,), ota_boot.boot, r)
         if done:
             out[kind + "_ops"] = ops
             break
@@ -147,7 +96,7 @@ print(json.dumps(out))
 
 
 def test_swap_rollback_and_power_cuts_under_micropython(micropython) -> None:
-    r = json.loads(micropython.run(SCENARIO).strip().splitlines()[-1])
+    r = json.loads(micropython.run(with_helpers(SCENARIO, "power_cut")).strip().splitlines()[-1])
     trial = {"state": "trial", "version": "v2", "from": "v1", "tries": 1}
     assert r["swap_ops"] >= 8 and len(r["swap"]) == r["swap_ops"]
     for n, (lay, st) in enumerate(r["swap"]):  # after a cut before operation n, and a new boot
@@ -212,12 +161,15 @@ cfg = config.validate({"terminal_id": "t-0123456789ab", "office": "office-test",
 app = App(cfg, Board(), config_path="config.json", root=".")
 url = "http://192.168.1.10:8080/fw/"
 out = {}
-out["bad_sig"] = ota.update(app, "u1", {"version": "0.2.0", "url": url, "sig": "00" * 32})
+out["bad_sig"] = ota.update(app, "u1", {"version": "0.2.0", "url": url, "count": 1,
+                                         "sig2": "00" * 32})
 good_start = FILES["app/start.py"]
 FILES["app/start.py"] = good_start[:-1] + "#"  # same size, other bytes
-out["bad_sha"] = ota.update(app, "u2", {"version": "0.2.0", "url": url, "sig": SIG})
+out["bad_sha"] = ota.update(app, "u2", {"version": "0.2.0", "url": url, "count": 2,
+                                         "sig2": SIGS[0]})
 FILES["app/start.py"] = good_start
-out["good"] = ota.update(app, "u3", {"version": "0.2.0", "url": url, "sig": SIG})
+out["good"] = ota.update(app, "u3", {"version": "0.2.0", "url": url, "count": 3,
+                                      "sig2": SIGS[1]})
 import os
 out["staged"] = sorted(os.listdir("app.new"))
 out["state"] = json.loads(open("ota.json").read())
@@ -235,11 +187,16 @@ def test_update_download_and_checks_under_micropython(micropython) -> None:
         {"path": p, "sha256": hashlib.sha256(d.encode()).hexdigest(), "size": len(d)}
         for p, d in files.items()]}  # fmt: skip
     raw = json.dumps(manifest)
-    sig = hmac.new(
-        bytes.fromhex("11" * 32), b"SIPAS-U1t-0123456789ab\x00" + raw.encode(), hashlib.sha256
-    ).hexdigest()
+    sigs = [  # sig2 for counts 2 and 3: each command is accepted once (the bad sha256 spends 2)
+        hmac.new(
+            bytes.fromhex("11" * 32),
+            b"SIPAS-U2t-0123456789ab\x00" + n.to_bytes(4, "little") + b"\x00" + raw.encode(),
+            hashlib.sha256,
+        ).hexdigest()
+        for n in (2, 3)
+    ]
     code = DOWNLOAD.replace("FILES_JSON", repr(json.dumps({**files, "manifest.json": raw})))
-    r = json.loads(micropython.run(code.replace("SIG", repr(sig))).strip().splitlines()[-1])
+    r = json.loads(micropython.run(code.replace("SIGS", repr(sigs))).strip().splitlines()[-1])
     assert r["bad_sig"]["error"] == "bad signature on manifest.json"
     assert r["bad_sha"]["error"] == "app/start.py: sha256 mismatch"
     assert r["good"] == {"v": 1, "id": "u3", "ok": True, "staged": "0.2.0"}

@@ -7,15 +7,13 @@ button still down stores nothing."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
+from tests.fixtures.scripts import run_cpython
+
 pytestmark = pytest.mark.unit
-ROOT = Path(__file__).resolve().parents[2]
 
 SCENARIO = """
 import json
@@ -103,17 +101,7 @@ def check(w: list[dict]) -> None:
 
 
 def test_stuck_button_sleeps_and_retries_under_cpython(tmp_path: Path) -> None:
-    code = f"import sys\nsys.path.insert(0, {str(ROOT / 'firmware')!r})\n" + SCENARIO
-    p = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert p.returncode == 0, p.stdout + p.stderr
-    check(json.loads(p.stdout.strip().splitlines()[-1]))
+    check(json.loads(run_cpython(SCENARIO, tmp_path).strip().splitlines()[-1]))
 
 
 @pytest.mark.integration
