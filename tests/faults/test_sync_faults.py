@@ -15,6 +15,7 @@ no rating stored twice and nothing refused (no findings). Faults are drawn from 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import secrets
@@ -58,11 +59,14 @@ BIN = Path(sys.executable).parent
 
 # -- the district server as a process ---------------------------------------------------------------
 class DistrictProcess:
-    """``sipas-district`` migrated, with the office and its hub token, served on a free port."""
+    """``sipas-district`` migrated, with the office and its hub token, served on a free port.
+    ``workers``: ``serve --workers N``; with more than one, the server runs in a process group of
+    its own, which :meth:`kill` and :meth:`close` end as a whole (the workers with the parent)."""
 
-    def __init__(self, workdir: Path, db_url: str | None = None):
+    def __init__(self, workdir: Path, db_url: str | None = None, workers: int = 1):
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
+        self.workers = workers
         self.db_url = db_url or f"sqlite:///{workdir / 'district.sqlite3'}"
         self.admin = "district-admin-" + secrets.token_hex(12)
         self.env = {
@@ -85,11 +89,22 @@ class DistrictProcess:
 
     def start(self) -> None:
         log = open(self.workdir / "serve.log", "ab")  # noqa: SIM115  (the child writes to it)
+        cmd = [
+            str(BIN / "sipas-district"),
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+        ]
+        if self.workers != 1:
+            cmd += ["--workers", str(self.workers)]
         self.proc = subprocess.Popen(
-            [str(BIN / "sipas-district"), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+            cmd,
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
+            start_new_session=self.workers != 1,
         )
         log.close()
         deadline = time.monotonic() + 60
@@ -104,7 +119,12 @@ class DistrictProcess:
             time.sleep(0.1)
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
+        if self.proc is not None and self.workers != 1:
+            # the group outlives its leader while a worker lives: signalled even if it has exited
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+        elif self.proc is not None and self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
         self.proc = None
@@ -116,6 +136,8 @@ class DistrictProcess:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.kill()
+        if self.proc is not None and self.workers != 1:
+            self.kill()  # any worker its parent left behind
         self.proc = None
         self.engine.dispose()
 
