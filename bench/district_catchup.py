@@ -31,7 +31,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import sqlite3
 import statistics
 import struct
@@ -47,10 +46,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import httpx  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 from sqlalchemy.engine import Engine, make_url  # noqa: E402
 
+from bench._district import start_district  # noqa: E402
 from hub import protocol  # noqa: E402
 from hub import sync as hub_sync  # noqa: E402
 from hub.db import make_engine as hub_engine  # noqa: E402
@@ -74,13 +73,6 @@ def pct(values: list[float], q: int) -> float:
     if len(values) < 2:
         return values[0] if values else 0.0
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 # -- the district's database and directory --------------------------------------------------------
@@ -187,38 +179,6 @@ def fill_hub(path: Path, n: int, terms: list[tuple[str, bytes]]) -> None:
     db.commit()
     db.close()
     say(f"hub backlog: {len(beats):,} heartbeats")
-
-
-# -- the district server as its own process ---------------------------------------------------------
-def start_district(url: str, data: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "SIPAS_DISTRICT_DATABASE_URL": url,
-        "SIPAS_DISTRICT_DATA_DIR": str(data),
-        "SIPAS_DISTRICT_ENV_FILE": str(data / "none.env"),
-    }
-    exe = Path(sys.executable).with_name("sipas-district")
-    log = open(data / "district.log", "wb")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen(
-        [str(exe), "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"sipas-district serve exited: see {data / 'district.log'}")
-        try:
-            if httpx.get(f"{base}/api/v1/health", timeout=1).status_code == 200:
-                return proc, base
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("sipas-district serve did not answer within 30 s")
 
 
 def cpu_seconds(pid: int) -> float:

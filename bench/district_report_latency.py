@@ -9,11 +9,15 @@ taken back) and 0.5 % corrections. Then, on the district's report code:
 
 - ``load_s``: the COPY; ``build_s``: the first build of the rollups (``reports_rollup.rebuild``:
   every office day marked and recomputed, as after ``sipas-district migrate`` on a full database);
-- per report, p50/p95 ms over ``--reps`` calls of ``hub.district.reports.satisfaction`` (which
-  first checks for dirty days, as every API call does): an office's month (by desk), every office
-  by field for a quarter, every office by official for a year, all offices for a month (the
-  ranking), and the monthly XLSX of the whole district (``cold``: made again each call; ``cached``:
-  the export cache of the month's version);
+- per report, p50/p95 ms of the answer as district staff get it: ``GET
+  /api/v1/reports/satisfaction`` of a ``sipas-district serve`` process on this database, over
+  loopback with an admin token, ``--reps`` calls (the API first refreshes dirty days, as every
+  report does): an office's month (by desk), all offices for a month (the ranking), every office
+  by field for a quarter, every office by official for a year; ``in_process``: the same report
+  as a function call in this process (``hub.district.reports.satisfaction``, with the collector
+  settings of an API process, ``hub.district.api.tune_gc``); ``api_equals_function``: same rows;
+  and the monthly XLSX of the whole district (``cold``: made again each call; ``cached``: the
+  export cache of the month's version);
 - ``late``: one late batch of 1,000 ratings spread over 30 old days, received through the real
   receive path, then the next report (which pays the refresh of those days): ms;
 - ``baseline``: the same reports by plain GROUP BY over the rating, exclusion, correction and case
@@ -22,8 +26,8 @@ taken back) and 0.5 % corrections. Then, on the district's report code:
     .venv/bin/python bench/district_report_latency.py [--count 10000000] [--reps 30] [--keep]
     .venv/bin/python bench/district_report_latency.py --reuse DATABASE   # a kept database again
 
-``--reuse``: measure again on a database an earlier ``--keep`` run left (no load, no build; the
-late batch of that run is in it, so a second late batch lands on days already changed once).
+``--reuse``: measure again on a database an earlier ``--keep`` run left (no load, no build; its
+late batch adds 1,000 more ratings from another new terminal).
 
 Prints one JSON object.
 """
@@ -36,7 +40,9 @@ import json
 import os
 import random
 import secrets
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -45,11 +51,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import httpx  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
+from bench._district import start_district  # noqa: E402
 from hub.district import receive, reports, reports_export  # noqa: E402
 from hub.district import reports_rollup as ru  # noqa: E402
+from hub.district.api import tune_gc  # noqa: E402
 from hub.district.db import make_engine, migrate  # noqa: E402
 from hub.periods import resolve  # noqa: E402
 
@@ -198,6 +207,16 @@ def load(url: str, count: int, offices: int, terminals: int, seed: int) -> dict[
             "corrections": n_corr}  # fmt: skip
 
 
+def start_api(url: str) -> tuple[httpx.Client, subprocess.Popen[bytes]]:
+    """``sipas-district serve`` on this database, and a client with an admin token (the bootstrap
+    one), as district staff would query it."""
+    token = secrets.token_hex(16)
+    data = Path(tempfile.mkdtemp(prefix="sipas-report-bench-"))
+    proc, base = start_district(url, data, {"SIPAS_DISTRICT_ADMIN_TOKEN": token})
+    client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=600)
+    return client, proc
+
+
 def late_batch(engine: Any, rng: random.Random) -> float:
     """1,000 signed ratings of a new terminal spread over 30 old days, received as a hub's
     batch; then the next report (which pays for the refresh): ms of that report."""
@@ -210,7 +229,8 @@ def late_batch(engine: Any, rng: random.Random) -> float:
         it = t.item(seq, 1 + seq % 3, case_code=None, desk="quay-00")
         it["raw"] = t.record(seq, 1 + seq % 3, t=int(day.timestamp()) - seq).hex()
         items.append(it)
-    body, headers = batch("xa-00", "ratings", 0, items)
+    # a position of its own (a --reuse run sends a new batch, not a repeat of the first run's)
+    body, headers = batch("xa-00", "ratings", int(time.time()), items)
     b = receive.parse(gzip.decompress(body), stream="ratings", key=headers["Idempotency-Key"],
                       office="xa-00")  # fmt: skip
     receive.receive(engine, b)
@@ -264,25 +284,48 @@ def main() -> None:
                     "report_excl) + (SELECT COUNT(*) FROM report_case)"
                 )  # fmt: skip
             ).scalar()
-        cases: dict[str, Callable[[bool], Any]] = {
-            "office_month_by_desk": lambda d: reports.satisfaction(
+        tune_gc()  # the collector settings of a `sipas-district serve` process
+        api, server = start_api(url)
+        cases: dict[str, tuple[Callable[[bool], Any], dict[str, str]]] = {
+            "office_month_by_desk": (lambda d: reports.satisfaction(
                 engine, resolve("month:2025-06"), by="desk", offices=["xa-03"], direct=d),
-            "all_offices_month": lambda d: reports.satisfaction(
+                {"period": "month:2025-06", "by": "desk", "office": "xa-03"}),
+            "all_offices_month": (lambda d: reports.satisfaction(
                 engine, resolve("month:2025-06"), by="office", direct=d),
-            "all_offices_quarter_by_field": lambda d: reports.satisfaction(
+                {"period": "month:2025-06", "by": "office"}),
+            "all_offices_quarter_by_field": (lambda d: reports.satisfaction(
                 engine, resolve("quarter:2025-Q2"), by="field", direct=d),
-            "all_offices_year_by_official": lambda d: reports.satisfaction(
+                {"period": "quarter:2025-Q2", "by": "field"}),
+            "all_offices_year_by_official": (lambda d: reports.satisfaction(
                 engine, resolve("year:2025"), by="official", direct=d),
+                {"period": "year:2025", "by": "official"}),
         }  # fmt: skip
         res: dict[str, Any] = {}
-        for kind, fn in cases.items():
-            say(f"{kind}")
-            fig, got = timed(lambda fn=fn: fn(False), a.reps)
-            base, want = timed(lambda fn=fn: fn(True), a.baseline_reps, warm=0)
-            fig["baseline"] = base
-            fig["equal"] = got["rows"] == want["rows"]
-            fig["rows"] = len(got["rows"])
-            res[kind] = fig
+        try:
+            for kind, (fn, query) in cases.items():
+                say(f"{kind}")
+
+                def get(query: dict[str, str] = query) -> Any:
+                    r = api.get("/api/v1/reports/satisfaction", params=query)
+                    r.raise_for_status()
+                    return r.json()
+
+                fig, answer = timed(get, a.reps)
+                fig["in_process"], got = timed(lambda fn=fn: fn(False), a.reps)
+                fig["bytes"] = len(json.dumps(answer, ensure_ascii=False).encode())
+                fig["api_equals_function"] = answer["rows"] == json.loads(
+                    json.dumps(got["rows"], default=str)
+                )
+                if a.baseline_reps > 0:  # (0: skip the slow baseline, e.g. when re-measuring)
+                    base, want = timed(lambda fn=fn: fn(True), a.baseline_reps, warm=0)
+                    fig["baseline"] = base
+                    fig["equal"] = got["rows"] == want["rows"]
+                fig["rows"] = len(got["rows"])
+                res[kind] = fig
+        finally:
+            api.close()
+            server.terminate()
+            server.wait(10)
         say("monthly xlsx")
 
         def cold() -> bytes:

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from hub import reports
 from hub.api.auth import ANY_ROLE, OFFICIAL, READ_ALL, Principal, require, scope_official
+from hub.api.jsonout import answer
 from hub.exports import monthly_csv as make_csv
 from hub.exports import monthly_xlsx as make_xlsx
 from hub.periods import PERIOD_HELP, resolve
@@ -32,7 +33,7 @@ MonthQ = Annotated[str, Query(pattern=r"^\d{4}-\d{2}$", description="YYYY-MM (of
 Lang = Literal["vi", "en"]
 
 
-@router.get("/satisfaction")
+@router.get("/satisfaction", response_model=dict[str, Any])
 def satisfaction(
     request: Request,
     who: Anyone,
@@ -49,24 +50,26 @@ def satisfaction(
     ] = None,
     field: Annotated[str | None, Query(max_length=100, description="lĩnh vực")] = None,
     lang: Lang = "vi",
-) -> dict[str, Any]:
+) -> Response:
     """Satisfaction rate, counts per level, Wilson 95 % interval, response rate, sample adequacy,
     shrunk rate and rank per unit, with the ratings left out per reason next to each row."""
     p = resolve(period, from_, to)
     filters = reports.Filters(desk=desk, official=scope_official(who, official), field=field)
-    return reports.satisfaction(
-        request.app.state.engine,
-        p,
-        by=by,
-        channels=reports.parse_channels(channel),
-        filters=filters,
-        office=request.app.state.office,
-        lang=lang,
-        rank=who.role != OFFICIAL,
+    return answer(
+        reports.satisfaction(
+            request.app.state.engine,
+            p,
+            by=by,
+            channels=reports.parse_channels(channel),
+            filters=filters,
+            office=request.app.state.office,
+            lang=lang,
+            rank=who.role != OFFICIAL,
+        )
     )
 
 
-@router.get("/heatmap")
+@router.get("/heatmap", response_model=dict[str, Any])
 def heatmap(
     request: Request,
     who: Anyone,
@@ -75,12 +78,12 @@ def heatmap(
     to: ToQ = None,
     desk: Annotated[str | None, Query(max_length=64)] = None,
     official: Annotated[str | None, Query(max_length=64)] = None,
-) -> dict[str, Any]:
+) -> Response:
     """Valid and satisfied ratings per weekday (0 = Monday) and hour of office time; terminal
     and QR ratings (paper ballots have no time of day)."""
     p = resolve(period, from_, to)
     filters = reports.Filters(desk=desk, official=scope_official(who, official))
-    return reports.heatmap(request.app.state.engine, p, filters=filters)
+    return answer(reports.heatmap(request.app.state.engine, p, filters=filters))
 
 
 def _filename(month: str, ext: str, sheet: str | None = None) -> str:

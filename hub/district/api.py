@@ -11,6 +11,7 @@ scope a viewer to its office with ``Principal.may_see`` / :func:`offices_for`.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterable, Iterator
 from typing import Annotated, Any
 
@@ -218,6 +219,22 @@ def create_app(
     return app
 
 
+def tune_gc() -> None:
+    """The collector settings of an API process (``sipas-district serve``), once it has loaded.
+
+    A district report or a catch-up batch allocates tens of thousands of small objects (report
+    rows, batch items) and keeps them until the answer is sent; with the default thresholds that
+    triggers full collections over everything the process holds, mid-request: the year table of
+    2,000 officials over 10,000,000 ratings went from p95 176 ms to 97 ms with these settings
+    (p50 84 -> 79 ms; docs/district.md, "Speed"). What the process loaded at start is frozen (never
+    scanned again) and young collections run every 50,000 allocations instead of 700; cycles are
+    still collected."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 10)
+
+
 def app_from_env() -> FastAPI:
     """uvicorn's factory (``sipas-district serve`` with several workers): settings from the env."""
-    return create_app()
+    app = create_app()
+    tune_gc()
+    return app

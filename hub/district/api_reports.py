@@ -18,6 +18,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
+from hub.api.jsonout import answer
 from hub.district import auth, reports, reports_export
 from hub.district.api import API, offices_for
 from hub.district.auth import Principal, require
@@ -41,7 +42,7 @@ def _bad(e: Exception) -> HTTPException:
     return HTTPException(400, str(e))
 
 
-@router.get("/satisfaction")
+@router.get("/satisfaction", response_model=dict[str, Any])
 async def satisfaction(
     request: Request,
     who: Reader,
@@ -54,7 +55,7 @@ async def satisfaction(
         str | None, Query(max_length=40, description="terminal,qr,paper (default: all three)")
     ] = None,
     lang: Lang = "vi",
-) -> dict[str, Any]:
+) -> Response:
     """Satisfaction rate, counts per level, Wilson 95 % interval, response rate, sample adequacy,
     shrunk rate and rank per office, desk, official (after corrections), field or month."""
     scope = offices_for(who, office)
@@ -67,7 +68,7 @@ async def satisfaction(
         raise _bad(e) from e
     if by == "month" and (p.first is None or p.last is None):
         raise HTTPException(400, "by=month needs a period (e.g. period=year:2026)")
-    return await run_in_threadpool(
+    result = await run_in_threadpool(
         reports.satisfaction,
         request.app.state.engine,
         p,
@@ -76,6 +77,7 @@ async def satisfaction(
         channels=channels,
         lang=lang,
     )
+    return answer(result)
 
 
 def _filename(month: str, office: str | None, ext: str, sheet: str | None = None) -> str:

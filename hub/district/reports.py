@@ -119,7 +119,7 @@ def satisfaction(
                 m = nxt
         else:
             per = counts(conn, period, by, offices=offices, channels=channels, direct=direct)
-            named = {"desk": _labels(conn, "desk"), "official": _labels(conn, "official")}
+            named = {by: _labels(conn, by)} if by in ("desk", "official") else {}
             for (o, u), cn in per.items():
                 if by == "office":
                     k: tuple[str | None, Key] = (o, o)
