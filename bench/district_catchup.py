@@ -198,10 +198,10 @@ def catch_up(
     latencies: list[float] = []
     post = sender._post  # noqa: SLF001 - timing the real request
 
-    def timed(batch: Any) -> dict[str, Any]:
+    def timed(batch: Any, *lane: Any) -> dict[str, Any]:
         t = time.perf_counter()
         try:
-            return post(batch)
+            return post(batch, *lane)
         finally:
             if batch.stream == "ratings":
                 latencies.append((time.perf_counter() - t) * 1000)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import gzip
 import hashlib
 import json
@@ -508,6 +509,7 @@ class SyncSender:
         transport: httpx.BaseTransport | None = None,
         rng: Callable[[], float] = random.random,
         clock: Callable[[], datetime] = utcnow,
+        inflight: int = 2,
     ):
         if not url or not token:
             raise ValueError("sync needs the district's address and a hub token")
@@ -524,7 +526,9 @@ class SyncSender:
         self.lock_path = lock_path
         self._rng = rng
         self._clock = clock
-        self._http = httpx.Client(
+        self.inflight = max(1, min(2, inflight))
+        self._client = functools.partial(
+            httpx.Client,
             timeout=timeout_s,
             transport=transport,
             headers={
@@ -534,12 +538,17 @@ class SyncSender:
                 "User-Agent": "sipas-hub-sync/1",
             },
         )
+        self._http = self._client()
+        self._http2: httpx.Client | None = None  # the second lane (two batches in flight)
         self._limit: dict[str, int] = {}  # a stream's batch after a 413 (halved each time)
         self._partial_since: dict[str, float] = {}  # monotonic time a partial batch was first seen
         # The next batch of a stream, read and packed while the district stores the one before
         # (a catch-up then costs the district's time, not the district's plus the hub's).
         self._prep = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sipas-sync-prep")
-        self._next: dict[str, tuple[int, int, Future[Batch | None]]] = {}
+        self._next: dict[str, tuple[int, int, Future[list[Batch]]]] = {}
+        # During a catch-up two batches of a stream are in flight at once: the district stores
+        # one while it reads and checks the other (its database and its Python work overlap).
+        self._lane2 = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sipas-sync-send")
         self._round = threading.Lock()  # one round at a time in this process
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -584,16 +593,22 @@ class SyncSender:
         self._stop.set()
         self._wake.set()
         self._prep.shutdown(wait=False, cancel_futures=True)
+        self._lane2.shutdown(wait=False, cancel_futures=True)
         self._next.clear()
         if self._thread is not None:
             self._thread.join(timeout)
             if self._thread.is_alive():
                 log.warning("sync: a request to the district is still out; abandoned")
             else:
-                self._http.close()
+                self._close_clients()
             self._thread = None
         else:
-            self._http.close()
+            self._close_clients()
+
+    def _close_clients(self) -> None:
+        self._http.close()
+        if self._http2 is not None:
+            self._http2.close()
 
     @property
     def running(self) -> bool:
@@ -668,37 +683,96 @@ class SyncSender:
             batch = self._batch(s, st, snap if stream == "directory" else None, force)
             if batch is None:
                 return False
+            retrying = (
+                st.attempts > 0
+            )  # after a failure: one batch at a time until one gets through
             if stream != "directory" and st.pending_to != batch.to:
                 st.pending_to = batch.to  # a retry sends this range again, under the same key
             st.last_attempt_at = now
             s.add(st)
             s.commit()
+        pair: Batch | None = None  # the batch after this one, sent at the same time
         if batch.full and stream != "directory" and not TABLES[stream].gated:
-            self._prepare_next(stream, batch.to, self._stream_limit(stream))
+            limit = self._stream_limit(stream)
+            if self.inflight > 1 and not retrying:
+                pair = self._prepared(stream, batch.to, limit) or self._read(
+                    stream, batch.to, limit
+                )
+            self._prepare_next(stream, (pair or batch).to, limit, self.inflight)
+        if pair is None:
+            try:
+                answer = self._post(batch)
+            except SyncError as e:
+                self._next.pop(stream, None)
+                self._failed(stream, batch, e)
+                return False
+            self._succeeded(stream, batch, answer)
+            return batch.full
+        return self._send_pair(stream, batch, pair)
+
+    def _send_pair(self, stream: str, first: Batch, second: Batch) -> bool:
+        """Send two consecutive batches at once; the watermark still moves in order: past the
+        second only when both got their 200. The first one's range is the one written down as
+        pending (a retry sends it under the same key); if only the second fails, its range
+        becomes the pending one. After a crash the second's items may go again in another range:
+        the district stores each item once whatever batch brings it (docs/sync.md)."""
+        if self._http2 is None:
+            self._http2 = self._client()
         try:
-            answer = self._post(batch)
-        except SyncError as e:
+            later = self._lane2.submit(self._post, second, self._http2)
+        except RuntimeError:  # the sender is stopping: the first one only
             self._next.pop(stream, None)
-            self._failed(stream, batch, e)
+            try:
+                self._succeeded(stream, first, self._post(first))
+            except SyncError as e:
+                self._failed(stream, first, e)
             return False
-        self._succeeded(stream, batch, answer)
-        return batch.full
+        answers: list[dict[str, Any] | SyncError] = []
+        for run in (lambda: self._post(first), later.result):
+            try:
+                answers.append(run())
+            except SyncError as e:
+                answers.append(e)
+        a1, a2 = answers
+        if isinstance(a1, SyncError):
+            self._next.pop(stream, None)
+            self._failed(stream, first, a1)
+            return False
+        self._succeeded(stream, first, a1)
+        if isinstance(a2, SyncError):
+            self._next.pop(stream, None)
+            self._failed(stream, second, a2, pending_to=second.to)
+            return False
+        self._succeeded(stream, second, a2)
+        return True
 
     def _stream_limit(self, stream: str) -> int:
         return min(self.batch_size, self._limit.get(stream, self.batch_size))
 
-    def _prepare_next(self, stream: str, start: int, limit: int) -> None:
-        """Read and pack the batch after ``start`` in the background (used only if the batch
-        before it gets through and nothing changed the stream's position meanwhile)."""
+    def _read(self, stream: str, start: int, limit: int) -> Batch | None:
+        """The full batch after ``start``, its body packed; None when fewer items wait."""
+        with Session(self.engine) as s:
+            rows = TABLES[stream].fetch(s, start, None, limit)
+        if len(rows) < limit:
+            return None  # a partial batch waits as usual (batch_wait_s)
+        batch = Batch(stream, start, rows[-1][0], [r[1] for r in rows], full=True)
+        batch.body(self.office)
+        return batch
 
-        def prepare() -> Batch | None:
-            with Session(self.engine) as s:
-                rows = TABLES[stream].fetch(s, start, None, limit)
-            if len(rows) < limit:
-                return None  # a partial batch waits as usual (batch_wait_s)
-            batch = Batch(stream, start, rows[-1][0], [r[1] for r in rows], full=True)
-            batch.body(self.office)
-            return batch
+    def _prepare_next(self, stream: str, start: int, limit: int, count: int) -> None:
+        """Read and pack the next ``count`` full batches after ``start`` in the background (used
+        only if the ones before get through and nothing else moved the stream meanwhile)."""
+
+        def prepare() -> list[Batch]:
+            out: list[Batch] = []
+            at = start
+            for _ in range(count):
+                b = self._read(stream, at, limit)
+                if b is None:
+                    break
+                out.append(b)
+                at = b.to
+            return out
 
         try:
             self._next[stream] = (start, limit, self._prep.submit(prepare))
@@ -706,15 +780,22 @@ class SyncSender:
             self._next.pop(stream, None)
 
     def _prepared(self, stream: str, start: int, limit: int) -> Batch | None:
-        """The batch prepared for this position, if any (and ready or nearly)."""
+        """The batch prepared for this position, if any (waiting for it if it is being read)."""
         entry = self._next.pop(stream, None)
         if entry is None or entry[0] != start or entry[1] != limit:
             return None
         try:
-            return entry[2].result()
+            ready = entry[2].result()
         except Exception:  # noqa: BLE001 - read it again the ordinary way
             log.exception("sync %s: preparing a batch failed; reading it again", stream)
             return None
+        if not ready:
+            return None
+        if len(ready) > 1:  # the rest stays prepared, from the end of this one
+            rest: Future[list[Batch]] = Future()
+            rest.set_result(ready[1:])
+            self._next[stream] = (ready[0].to, limit, rest)
+        return ready[0]
 
     def _batch(
         self, s: Session, st: SyncState, snapshot: dict[str, Any] | None, force: bool
@@ -757,9 +838,9 @@ class SyncSender:
         self._partial_since.pop(stream, None)
         return Batch(stream, st.watermark, rows[-1][0], [r[1] for r in rows], full=full)
 
-    def _post(self, batch: Batch) -> dict[str, Any]:
+    def _post(self, batch: Batch, http: httpx.Client | None = None) -> dict[str, Any]:
         try:
-            r = self._http.post(
+            r = (http or self._http).post(
                 f"{self.url}/api/v1/sync/{batch.stream}",
                 content=batch.body(self.office),
                 headers={"Idempotency-Key": batch.key(self.office)},
@@ -804,10 +885,14 @@ class SyncSender:
             answer.get("duplicates"),
         )
 
-    def _failed(self, stream: str, batch: Batch, e: SyncError) -> None:
+    def _failed(
+        self, stream: str, batch: Batch, e: SyncError, pending_to: int | None = None
+    ) -> None:
         now = self._now()
         with Session(self.engine) as s:
             st = _state(s, stream)
+            if pending_to is not None:  # the range to send again (under the same key)
+                st.pending_to = pending_to
             st.attempts += 1
             st.failing_since = st.failing_since or now
             delay = backoff_delay(

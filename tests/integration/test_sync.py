@@ -64,6 +64,7 @@ class StubDistrict:
     port: int = field(default_factory=find_free_port)
     fail: list[int | str] = field(default_factory=list)
     fail_streams: set[str] | None = None  # only these streams fail (None: all)
+    fail_keys: dict[str, list[int]] = field(default_factory=dict)  # answers for these keys first
     always: int | None = None  # answer this to every request while set
     hang_s: float = 2.0
     calls: list[Call] = field(default_factory=list)
@@ -83,7 +84,11 @@ class StubDistrict:
         async def receive(stream: str, request: Request) -> JSONResponse:
             raw = await request.body()
             key = request.headers.get("idempotency-key", "")
-            answer = self._fault(stream)
+            with self.lock:
+                planned = self.fail_keys.get(key)
+                answer: int | str | None = planned.pop(0) if planned else None
+            if answer is None:
+                answer = self._fault(stream)
             if answer == "hang":
                 time.sleep(self.hang_s)  # blocks this server: a district that stopped answering
             elif answer is not None:
@@ -260,7 +265,10 @@ def test_batches_go_in_order_and_move_the_watermark(office: Office, district: St
     while snd.run_once():
         pass
     snd.stop()
-    assert district.keys("ratings") == [
+    # two full batches may be in flight at once (they can arrive in either order): the ranges
+    # are consecutive, each sent once
+    got = district.keys("ratings")
+    assert sorted(got, key=lambda k: int(k.rsplit(":", 1)[1].split("-")[0])) == [
         f"{OFFICE}:ratings:0-1000",
         f"{OFFICE}:ratings:1000-2000",
         f"{OFFICE}:ratings:2000-2500",
@@ -442,6 +450,52 @@ def test_a_413_halves_the_batch(office: Office, district: StubDistrict) -> None:
         snd.run_once(force=True)
     snd.stop()
     assert district.keys("ratings") == [f"{OFFICE}:ratings:0-20", f"{OFFICE}:ratings:20-40"]
+
+
+@pytest.mark.parametrize("failing", ["first", "second"])
+def test_two_batches_in_flight_one_fails(
+    office: Office, district: StubDistrict, failing: str
+) -> None:
+    """A catch-up sends two full batches at once. Whichever of the two fails, the watermark never
+    passes a range the district has not answered 200 for, the failed range goes again under its
+    own key, and every rating is stored once."""
+    office.press(3000)
+    first, second = f"{OFFICE}:ratings:0-1000", f"{OFFICE}:ratings:1000-2000"
+    bad = first if failing == "first" else second
+    district.fail_keys = {bad: [503]}
+    snd = sender(office, district.url, batch_size=1000, backoff_min_s=0.01)
+    snd.run_once()  # the pair goes; one of them is refused
+    assert {c.key for c in district.calls if c.stream == "ratings"} == {first, second}
+    st = state(office.engine, "ratings")
+    assert st.watermark == (0 if failing == "first" else 1000)
+    assert st.pending_to == (1000 if failing == "first" else 2000)  # the failed range, again
+    for _ in range(10):
+        snd.run_once(force=True)
+    snd.stop()
+    assert state(office.engine, "ratings").watermark == 3000
+    assert len(district.stored["ratings"]) == 3000 and district.duplicates == 0
+    tries = [(c.key, c.status) for c in district.calls if c.key == bad]
+    assert tries == [(bad, 503), (bad, 200)]  # the same range under the same key, once more
+    # the other one of the pair went once, or once more answered from the district's memory
+    # (it was stored the first time): never stored twice
+    assert {c.key for c in district.calls if c.stream == "ratings"} == {
+        first,
+        second,
+        f"{OFFICE}:ratings:2000-3000",
+    }
+
+
+def test_one_batch_at_a_time_while_failing(office: Office, district: StubDistrict) -> None:
+    office.press(3000)
+    district.always = 503
+    district.fail_streams = {"ratings"}
+    snd = sender(office, district.url, batch_size=1000, backoff_min_s=0.01)
+    for _ in range(4):
+        snd.run_once(force=True)
+    snd.stop()
+    keys = [c.key for c in district.calls if c.stream == "ratings"]
+    # the first round sends a pair (nothing had failed yet); then only the pending range
+    assert keys[2:] == [f"{OFFICE}:ratings:0-1000"] * 3, keys
 
 
 def test_heartbeats_are_logged_when_the_signed_sequence_changes(office: Office) -> None:
