@@ -387,11 +387,12 @@ def to_xlsx(
     return buf.getvalue()
 
 
-def to_csv(rep: Monthly, sheet: str = "official") -> str:
+def to_csv(rep: Monthly, sheet: str = "official", sheets: Sequence[str] = SHEETS) -> str:
     """One sheet as CSV (UTF-8 with a byte-order mark, so spreadsheet programs read the
-    Vietnamese letters), headings first, no notes."""
-    if sheet not in SHEETS:
-        raise ValueError(f"sheet {sheet!r} is not one of {', '.join(SHEETS)}")
+    Vietnamese letters), headings first, no notes, an empty cell for a missing figure, CRLF line
+    ends. The only CSV writer of the reports: the district's export passes its own sheets."""
+    if sheet not in sheets:
+        raise ValueError(f"sheet {sheet!r} is not one of {', '.join(sheets)}")
     buf = io.StringIO()
     buf.write("\ufeff")
     w = csv.writer(buf, lineterminator="\r\n")

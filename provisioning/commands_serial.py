@@ -202,7 +202,9 @@ def deploy(
     """Copy the bundle's changed files to the board (sha256 checked there), then reset.
 
     Files in /app that the bundle does not list are removed; an over-the-air update in progress
-    is cancelled. Deploying the same bundle again copies nothing."""
+    is cancelled; the update counter /ota_count is raised to this computer's clock (never
+    lowered), so update commands signed before are refused. Deploying the same bundle again
+    copies nothing."""
     from provisioning.serial_deploy import DeployError
     from provisioning.serial_deploy import deploy as do_deploy
 
@@ -212,10 +214,22 @@ def deploy(
         except DeployError as e:
             raise _fail(str(e), EXIT_DEVICE) from e
     if record is not None:
-        _note(record, "deployed", version=res.version, copied=len(res.copied), port=port)
+        _note(
+            record,
+            "deployed",
+            version=res.version,
+            copied=len(res.copied),
+            port=port,
+            ota_count=res.ota_count,
+        )
+    counter = f"/ota_count {res.ota_count}"
+    if not res.ota_count_written:
+        counter = (
+            f"/ota_count kept at {res.ota_count} (the board's, not below this computer's clock)"
+        )
     err.print(
         f"bundle {res.version} on {port}: {len(res.copied)} copied ({res.bytes_copied} bytes), "
-        f"{len(res.unchanged)} already there, {len(res.removed)} removed"
+        f"{len(res.unchanged)} already there, {len(res.removed)} removed; {counter}"
         + ("; board reset" if reset else "")
     )
     for path in res.copied:

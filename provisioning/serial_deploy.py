@@ -6,7 +6,10 @@ of what it holds; only files that differ are copied. A copy goes to a temporary 
 checked on the board, and only then is it renamed over the old file (rename is atomic on
 littlefs), so a bad copy never replaces a good file. Files in ``/app`` that the bundle does not
 list are removed, and any over-the-air update in progress is cancelled (``/app.new``,
-``/app.old``, ``/ota.json``): the USB copy is now the truth. Then the board is reset.
+``/app.old``, ``/ota.json``): the USB copy is now the truth. The update counter ``/ota_count`` is
+raised to this computer's clock (never lowered: provisioning/otacount.py), so an update command
+signed before this deploy, replayed later, is refused even if the flash was erased. Then the board
+is reset.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from provisioning import otacount
 from provisioning.bundle import BundleError, verify_bundle
 from provisioning.serial_device import Device, DeviceError
 
@@ -48,6 +52,8 @@ class DeployResult:
     removed: list[str] = field(default_factory=list)
     cancelled_ota: bool = False
     bytes_copied: int = 0
+    ota_count: int = 0  # the board's update counter afterwards
+    ota_count_written: bool = False  # False: the board already held a higher one
 
 
 class DeployProgress:
@@ -107,6 +113,10 @@ def deploy(
     """Copy what differs, verify, remove stale app files, reset. Raises DeployError."""
     ui = progress or DeployProgress()
     version, files = plan(bundle)
+    try:
+        otacount.count_now()  # a wrong clock stops the deploy before the board is touched
+    except otacount.ClockError as e:
+        raise DeployError(str(e)) from e
     result = DeployResult(version)
     try:
         with device_factory(port) as dev:
@@ -143,11 +153,21 @@ def deploy(
                 result.cancelled_ota = True
             if result.cancelled_ota:
                 ui.note("an over-the-air update in progress was cancelled: this copy replaces it")
+            # taken now, after the copies: commands signed while they ran are refused too
+            result.ota_count, result.ota_count_written = _seed_count(dev, otacount.count_now())
             if reset:
                 dev.hard_reset()
-    except DeviceError as e:
+    except (DeviceError, otacount.ClockError) as e:
         raise DeployError(str(e)) from e
     return result
+
+
+def _seed_count(dev: Device, n: int) -> tuple[int, bool]:
+    got = dev.exec_json(otacount.seed_code(otacount.DEVICE_PATH, n))
+    try:
+        return int(got[0]), bool(got[1])
+    except (TypeError, ValueError, IndexError, KeyError) as e:
+        raise DeviceError(f"unexpected answer from the board on {dev.port}: {got!r}") from e
 
 
 def _copy(dev: Device, f: FileToDeploy, ui: DeployProgress) -> None:

@@ -243,7 +243,13 @@ def _pipeline(job: Job, opts: Options, console: Console, outcome: Outcome) -> No
             dres = deploy(port, out_dir)
         except DeployError as e:
             raise StepFailed("deploy", str(e), 5) from e
-        records.add_event(rec, "deployed", version=dres.version, copied=len(dres.copied))
+        records.add_event(
+            rec,
+            "deployed",
+            version=dres.version,
+            copied=len(dres.copied),
+            ota_count=dres.ota_count,
+        )
         records.save(path, rec)
         outcome.steps_done.append("deploy")
 

@@ -5,16 +5,17 @@ The directory (the *device root*) holds what the ESP32's flash holds::
     ROOT/boot.py main.py ota_boot.py    fixed boot code (written over USB only)
     ROOT/app/*.py                       the application (what an update replaces)
     ROOT/config.json                    the terminal's configuration (its outbox_dir points into ROOT)
+    ROOT/ota_count                      the update counter (raised to the clock at each install)
     ROOT/outbox/ ota.json bootfail      written by the terminal itself (app.new, app.old while updating)
 
 Typical use (``sipas-provision simulate BUNDLE`` is built on this)::
 
     root = install(tmp / "t1", config=device)            # or install(..., bundle=BUNDLE_DIR)
     with SimDevice(root) as dev:                         # boots it; reboots it on every reset
-        info = dev.wait_ready()                          # {"fw": "0.1.0", "ota": None, ...}
+        info = dev.wait_ready()                          # {"fw": "0.2.0", "ota": None, ...}
         seq = dev.press(1)                               # stored in its outbox (None: refused)
         dev.power_cut()                                  # SIGKILL, then it boots again
-        dev.wait_ready(fw="0.2.0", ota="ok")             # e.g. after the hub's update
+        dev.wait_ready(fw="0.3.0", ota="ok")             # e.g. after the hub's update
 
 Each boot is one run of ``python -m provisioning.simrun --root ROOT``: ``ROOT/ota_boot.py`` runs
 first (the update's swap, trial, rollback, the safe-mode counter), then the application imported
@@ -39,6 +40,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from provisioning import otacount
 from provisioning.records import write_private
 from provisioning.simrun import EXIT_RESET
 
@@ -104,7 +106,8 @@ def install(
     every file checked) or else from the firmware tree. ``config`` (a dict or a JSON file; else
     the bundle's config.json) is written to ``ROOT/config.json`` with ``outbox_dir`` pointing into
     the root. The outbox of an earlier install is kept; update state (``ota.json``, ``bootfail``,
-    ``app.*``) starts afresh.
+    ``app.*``) starts afresh. ``ota_count`` is raised to the clock, never lowered, as ``deploy``
+    does on a board (provisioning/otacount.py): update commands signed before are refused.
     """
     root = Path(root)
     if bundle is not None:
@@ -139,6 +142,10 @@ def install(
         shutil.copyfile(src, root / "app" / name)
     cfg["outbox_dir"] = str(root.resolve() / "outbox")
     write_private(root / "config.json", json.dumps(cfg).encode())  # mode 0600, as the record
+    try:
+        otacount.seed_dir(root, otacount.count_now())
+    except otacount.ClockError as e:
+        raise SimDeviceError(str(e)) from e
     return root
 
 

@@ -9,7 +9,7 @@ from app.link import Link
 from app.mqtt import MQTTClient, MQTTError
 from app.outbox import Outbox, OutboxFull
 
-FW_VERSION = "0.1.0"
+FW_VERSION = "0.2.0"
 OFFLINE = b'{"v":1,"state":"offline"}'
 
 # Feedback patterns shown by board.feedback(kind, level); docs/firmware.md describes each.

@@ -76,14 +76,23 @@ def heatmap(
     period: PeriodQ = None,
     from_: FromQ = None,
     to: ToQ = None,
+    channel: Annotated[
+        str | None,
+        Query(
+            max_length=40,
+            description="terminal, qr or both (default); paper ballots have no time of day: "
+            "left out of a list, and alone a 400",
+        ),
+    ] = None,
     desk: Annotated[str | None, Query(max_length=64)] = None,
     official: Annotated[str | None, Query(max_length=64)] = None,
 ) -> Response:
-    """Valid and satisfied ratings per weekday (0 = Monday) and hour of office time; terminal
-    and QR ratings (paper ballots have no time of day)."""
+    """Valid and satisfied ratings per weekday (0 = Monday) and hour of office time, of terminal
+    and/or QR ratings (paper ballots have no time of day)."""
     p = resolve(period, from_, to)
     filters = reports.Filters(desk=desk, official=scope_official(who, official))
-    return answer(reports.heatmap(request.app.state.engine, p, filters=filters))
+    channels = reports.parse_channels(channel)  # the report's syntax; paper: reports.heatmap
+    return answer(reports.heatmap(request.app.state.engine, p, channels=channels, filters=filters))
 
 
 def _filename(month: str, ext: str, sheet: str | None = None) -> str:

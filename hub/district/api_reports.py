@@ -24,6 +24,7 @@ from hub.district.api import API, offices_for
 from hub.district.auth import Principal, require
 from hub.periods import PERIOD_HELP, PeriodError, resolve
 from hub.reports import parse_channels
+from hub.web import SHARED
 
 WEB = Path(__file__).with_name("web")
 router = APIRouter(prefix=f"{API}/reports", tags=["reports"])
@@ -134,8 +135,11 @@ async def monthly_csv(
 
 
 def mount_dashboard(app: FastAPI) -> None:
-    """The dashboard's files at ``/`` and ``/static`` (no token: they hold no data)."""
+    """The dashboard's files at ``/`` and ``/static``, and at ``/shared`` the scripts it shares with
+    the hub's dashboard (hub/web/shared: served from here, so no page needs the internet); no
+    token: they hold no data."""
     app.mount("/static", StaticFiles(directory=WEB), name="district-static")
+    app.mount("/shared", StaticFiles(directory=SHARED), name="district-shared")
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:

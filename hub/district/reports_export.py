@@ -9,8 +9,6 @@ and "Trong đó phiếu giấy" (paper tallies).
 
 from __future__ import annotations
 
-import csv
-import io
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -24,6 +22,7 @@ from hub.district import reports
 from hub.district import reports_rollup as ru
 from hub.exports import TEXT as HUB_TEXT
 from hub.exports import Monthly, level_label
+from hub.exports import to_csv as hub_to_csv
 from hub.exports import to_xlsx as hub_to_xlsx
 from hub.office import OFFICE_TZ
 from hub.periods import resolve
@@ -182,16 +181,8 @@ def to_xlsx(rep: Monthly) -> bytes:
 
 
 def to_csv(rep: Monthly, sheet: str = "office") -> bytes:
-    """One sheet, UTF-8 with a byte-order mark (spreadsheet programs then read the accents)."""
-    if sheet not in SHEETS:
-        raise ValueError(f"sheet {sheet!r} is not one of {', '.join(SHEETS)}")
-    buf = io.StringIO()
-    buf.write("\ufeff")
-    w = csv.writer(buf, lineterminator="\r\n")
-    w.writerow(rep.headings[sheet])
-    for r in rep.rows[sheet]:
-        w.writerow(["" if v is None else v for v in r])
-    return buf.getvalue().encode("utf-8")
+    """One sheet, written by the offices' CSV writer (UTF-8 with a byte-order mark, for Excel)."""
+    return hub_to_csv(rep, sheet, SHEETS).encode("utf-8")
 
 
 _CACHE: OrderedDict[tuple[object, ...], bytes] = OrderedDict()

@@ -225,24 +225,41 @@ def satisfaction(
     }
 
 
+def heat_channels(channels: Sequence[str]) -> tuple[str, ...]:
+    """The channels a heat map can show: paper ballots have no time of day, so ``paper`` is
+    left out of a list and refused alone (docs/decisions.md)."""
+    from hub.office import OfficeError
+
+    out = tuple(ch for ch in channels if ch != "paper")
+    if not out:
+        raise OfficeError(
+            "paper ballots have no time of day (they are tallies per opened box), so the heat map "
+            "cannot show them: ask for channel=terminal, qr or terminal,qr; paper figures are in "
+            "the satisfaction report (channel=paper)"
+        )
+    return out
+
+
 def heatmap(
     engine: Engine,
     period: Period,
     *,
+    channels: Sequence[str] = ("terminal", "qr"),
     filters: Filters = NO_FILTERS,
     direct: bool = False,
 ) -> dict[str, Any]:
-    """Hour × weekday (0 = Monday) of office time: valid, satisfied, excluded ratings (terminal
-    and QR: paper ballots have no time of day)."""
+    """Hour × weekday (0 = Monday) of office time: valid, satisfied, excluded ratings of the
+    asked channels (terminal and QR; paper ballots have no time of day: see heat_channels)."""
+    chans = heat_channels(channels)
     ro = rollups_for(engine)
     if not direct:
         ro.refresh()
     c = ro.conn()
     c.execute("BEGIN")
     try:
-        got = (direct_heat if direct else rollup_heat)(c, period.first, period.last, filters)
+        got = (direct_heat if direct else rollup_heat)(c, period.first, period.last, chans, filters)
         excl = rollup_counts if not direct else direct_counts
-        ex = excl(c, period.first, period.last, "office", ("terminal", "qr"), filters)
+        ex = excl(c, period.first, period.last, "office", chans, filters)
     finally:
         c.execute("COMMIT")
     cells = []
@@ -264,6 +281,7 @@ def heatmap(
         "from": period.first.isoformat() if period.first else None,
         "to": period.last.isoformat() if period.last else None,
         "period": period.label,
+        "channels": list(chans),
         "cells": cells,
         "valid": sum(x["valid"] for x in cells),
         "excluded": tot.excluded,

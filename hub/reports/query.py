@@ -134,16 +134,23 @@ def rollup_counts(
 
 
 def rollup_heat(
-    c: sqlite3.Connection, first: date | None, last: date | None, f: Filters
+    c: sqlite3.Connection,
+    first: date | None,
+    last: date | None,
+    channels: Sequence[str],
+    f: Filters,
 ) -> dict[tuple[int, int], HeatCell]:
+    elec = [ch for ch in channels if ch in ELECTRONIC]
+    if not elec:
+        return {}
     where, args = slice_sql(slices(first, last))
     fsql, fargs = _rollup_filters(f, ("desk", "official"))
     return {
         (wd, h): HeatCell(v, s, x)
         for wd, h, v, s, x in c.execute(
             "SELECT weekday, hour, SUM(n_valid), SUM(n_sat), SUM(n_excl) FROM report_heat "  # noqa: S608
-            f"WHERE {where}{fsql} GROUP BY 1, 2",
-            [*args, *fargs],
+            f"WHERE {where} AND channel IN {_in(elec)}{fsql} GROUP BY 1, 2",
+            [*args, *elec, *fargs],
         )
     }
 
@@ -232,17 +239,24 @@ def direct_counts(
 
 
 def direct_heat(
-    c: sqlite3.Connection, first: date | None, last: date | None, f: Filters
+    c: sqlite3.Connection,
+    first: date | None,
+    last: date | None,
+    channels: Sequence[str],
+    f: Filters,
 ) -> dict[tuple[int, int], HeatCell]:
+    elec = [ch for ch in channels if ch in ELECTRONIC]
+    if not elec:
+        return {}
     rsql, rargs = _range("r.press_time", first, last)
     fsql, fargs = _direct_filters(Filters(desk=f.desk, official=f.official), _DIRECT_KEY)
     out: dict[tuple[int, int], HeatCell] = {}
     for wd, h, scale, level, x, n in c.execute(
         f"SELECT (CAST(strftime('%w', r.press_time, ?) AS INTEGER) + 6) % 7, "  # noqa: S608
         f"CAST(strftime('%H', r.press_time, ?) AS INTEGER), r.scale, r.level, {EXCLUDED}, "
-        f'COUNT(*) FROM rating r LEFT JOIN "case" ca ON ca.id = r.case_id WHERE 1{rsql}{fsql} '
-        "GROUP BY 1, 2, 3, 4, 5",
-        [OFF, OFF, *rargs, *fargs],
+        f'COUNT(*) FROM rating r LEFT JOIN "case" ca ON ca.id = r.case_id '
+        f"WHERE r.channel IN {_in(elec)}{rsql}{fsql} GROUP BY 1, 2, 3, 4, 5",
+        [OFF, OFF, *elec, *rargs, *fargs],
     ):
         cell = out.setdefault((wd, h), HeatCell())
         if x:

@@ -6,7 +6,8 @@ small summary tables instead of the rating table:
 - ``report_rating``: valid and excluded ratings per office day (and per month) × desk × official
   (after corrections) × field (through the linked case) × channel × scale × level;
 - ``report_excl``: excluded ratings per reason, same keys without scale and level;
-- ``report_heat``: per day (and month) × weekday × hour × desk × official: valid, satisfied, excluded;
+- ``report_heat``: per day (and month) × weekday × hour × desk × official × channel: valid,
+  satisfied, excluded;
 - ``report_case``: cases handed back per day (and month) × desk × official × field, and how many of
   them have a valid rating (response rate).
 
@@ -20,6 +21,9 @@ property test in tests/unit/test_reports_rollup.py checks them against :mod:`hub
 
 Office days are computed in SQL with the office zone's fixed UTC offset (Asia/Ho_Chi_Minh has had
 no daylight saving since 1975); a zone with daylight saving is refused.
+
+``SCHEMA_VERSION`` is bumped whenever a rollup table's layout changes: a database whose rollups were
+built by another version has them dropped and rebuilt on first use (they are a cache).
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from sqlalchemy.engine import Engine
 from hub.office import OFFICE_TZ
 from hub.reports.stats import is_satisfied
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: report_heat per channel
 _DIMS = ("desk", "official", "field")
 # Key columns hold '' for "none" (NULL would defeat the unique keys the upserts need).
 _K = "TEXT NOT NULL DEFAULT ''"
@@ -56,8 +60,8 @@ _DDL = (
     "n INTEGER NOT NULL, UNIQUE (grain, period, desk, official, field, channel, reason))",
     "CREATE TABLE IF NOT EXISTS report_heat (grain TEXT NOT NULL, period TEXT NOT NULL, "
     f"weekday INTEGER NOT NULL, hour INTEGER NOT NULL, desk {_K}, official {_K}, "
-    "n_valid INTEGER NOT NULL, n_sat INTEGER NOT NULL, n_excl INTEGER NOT NULL, "
-    "UNIQUE (grain, period, weekday, hour, desk, official))",
+    "channel TEXT NOT NULL, n_valid INTEGER NOT NULL, n_sat INTEGER NOT NULL, "
+    "n_excl INTEGER NOT NULL, UNIQUE (grain, period, weekday, hour, desk, official, channel))",
     "CREATE TABLE IF NOT EXISTS report_case (grain TEXT NOT NULL, period TEXT NOT NULL, "
     f"desk {_K}, official {_K}, field {_K}, cases INTEGER NOT NULL, rated INTEGER NOT NULL, "
     "UNIQUE (grain, period, desk, official, field))",
@@ -78,8 +82,8 @@ _UPSERT = {
         "(grain, period, desk, official, field, channel, reason) DO UPDATE SET n = n + excluded.n"
     ),
     "report_heat": (
-        "INSERT INTO report_heat VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT "
-        "(grain, period, weekday, hour, desk, official) DO UPDATE SET "
+        "INSERT INTO report_heat VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT "
+        "(grain, period, weekday, hour, desk, official, channel) DO UPDATE SET "
         "n_valid = n_valid + excluded.n_valid, n_sat = n_sat + excluded.n_sat, "
         "n_excl = n_excl + excluded.n_excl"
     ),
@@ -252,10 +256,10 @@ class _Acc:
         if reasons is None:
             self._add("report_rating", (day, desk, off, fld, channel, scale, level), (sign, 0))
             sat = sign if is_satisfied(level, scale) else 0
-            self._add("report_heat", (day, wd, hour, desk, off), (sign, sat, 0))
+            self._add("report_heat", (day, wd, hour, desk, off, channel), (sign, sat, 0))
         else:
             self._add("report_rating", (day, desk, off, fld, channel, scale, level), (0, sign))
-            self._add("report_heat", (day, wd, hour, desk, off), (0, 0, sign))
+            self._add("report_heat", (day, wd, hour, desk, off, channel), (0, 0, sign))
             for reason in set(reasons.split("\x1f")):
                 self._add("report_excl", (day, desk, off, fld, channel, reason), (sign,))
 
@@ -543,7 +547,7 @@ class Rollups:
         for t, keys, sums in (
             ("report_rating", "desk, official, field, channel, scale, level", "n_valid, n_excl"),
             ("report_excl", "desk, official, field, channel, reason", "n"),
-            ("report_heat", "weekday, hour, desk, official", "n_valid, n_sat, n_excl"),
+            ("report_heat", "weekday, hour, desk, official, channel", "n_valid, n_sat, n_excl"),
             ("report_case", "desk, official, field", "cases, rated"),
         ):
             total = ", ".join(f"SUM({s})" for s in sums.split(", "))

@@ -2,7 +2,10 @@
 office LAN with no internet. The files need no token (they hold no data); every figure the pages show
 comes from the authenticated API with the token the user pasted at login.
 
-``GET /`` is the single page, ``GET /static/<file>`` its scripts, styles and dictionaries, and
+``GET /`` is the single page, ``GET /static/<file>`` its scripts, styles and dictionaries,
+``GET /shared/<file>`` the scripts it shares with the district's dashboard (``hub/web/shared``: API
+calls with the token, errors, the language lookup, the header; the district server serves the same
+folder at the same path), and
 ``GET /api/v1/dashboard/context`` the office and its time zone. Who the token belongs to (and so what
 the page shows) comes from ``GET /api/v1/me`` (hub/api/audit.py).
 """
@@ -18,6 +21,9 @@ from fastapi.responses import FileResponse, RedirectResponse
 from hub.api.auth import ANY_ROLE, require
 
 STATIC = Path(__file__).parent / "static"
+SHARED = (
+    Path(__file__).parent / "shared"
+)  # also served by the district (hub/district/api_reports.py)
 OFFICE_TZ = "Asia/Ho_Chi_Minh"
 
 _TYPES = {
@@ -34,10 +40,10 @@ _TYPES = {
 _CACHE = {"Cache-Control": "max-age=300"}
 
 
-def _file(name: str) -> FileResponse:
-    path = (STATIC / name).resolve()
-    # only regular files inside static/ ("../" and absolute names end here as 404)
-    if not path.is_relative_to(STATIC.resolve()) or not path.is_file():
+def _file(name: str, folder: Path = STATIC) -> FileResponse:
+    path = (folder / name).resolve()
+    # only regular files inside the folder ("../" and absolute names end here as 404)
+    if not path.is_relative_to(folder.resolve()) or not path.is_file():
         raise HTTPException(404, f"no such dashboard file: {name}")
     kind = _TYPES.get(path.suffix)
     if kind is None:
@@ -59,6 +65,10 @@ def web_router() -> APIRouter:
     @router.get("/static/{name:path}", include_in_schema=False)
     def static(name: str) -> FileResponse:
         return _file(name)
+
+    @router.get("/shared/{name:path}", include_in_schema=False)
+    def shared(name: str) -> FileResponse:
+        return _file(name, SHARED)
 
     @router.get(
         "/api/v1/dashboard/context", tags=["dashboard"], dependencies=[Depends(require(*ANY_ROLE))]

@@ -67,6 +67,23 @@ def test_today_per_desk_and_official_and_the_heat_map(rated: HubService, browser
     assert cell.find_element("css selector", "text.count").text == "2"
     browser.shot("heatmap")
 
+    # both ratings came from desk terminals: QR only is an empty map, terminal only has them
+    channel = Select(browser.css("#hm-channel"))
+    assert [o.text for o in channel.options] == [
+        "Thiết bị và mã QR", "Chỉ thiết bị tại quầy", "Chỉ mã QR",
+    ]  # fmt: skip
+    assert "Phiếu giấy không ghi giờ" in browser.text_of("#main")
+    for value, total in (("qr", 0), ("terminal", 2)):
+        channel.select_by_value(value)
+        browser.click("#main form.filters button[type=submit]")
+        browser.wait(
+            lambda d, total=total: (
+                browser.all("svg.heatmap")
+                and sum(int(x.text) for x in browser.all("svg.heatmap g.cell text.count")) == total
+            ),
+            what=f"the heat map of channel {value}",
+        )
+
 
 def test_monthly_report_prints_and_downloads_as_xlsx(rated: HubService, browser: Browser) -> None:
     downloads = browser.shots.parent / "downloads"

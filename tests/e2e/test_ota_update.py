@@ -41,7 +41,7 @@ def make_bundle(tmp: Path, version: str, breakage: str | None = None) -> Path:
     shutil.copytree(FIRMWARE_DIR, fw, ignore=shutil.ignore_patterns("__pycache__"))
     app_py = fw / "app" / "app.py"
     app_py.write_text(
-        app_py.read_text().replace('FW_VERSION = "0.1.0"', f'FW_VERSION = "{version}"')
+        app_py.read_text().replace('FW_VERSION = "0.2.0"', f'FW_VERSION = "{version}"')
     )
     if breakage == "crashes on import":
         with open(fw / "app" / "start.py", "a") as f:
@@ -123,44 +123,44 @@ def test_update_taken_then_broken_versions_rolled_back(
         pressed[seq] = level
 
     with SimDevice(root, trial_s=TRIAL_S, crash_delay_s=CRASH_DELAY_S) as dev:
-        assert dev.wait_ready()["fw"] == "0.1.0"
+        assert dev.wait_ready()["fw"] == "0.2.0"
         press(dev, 1)
         press(dev, 2)
         all_delivered(hub, tid, pressed, dev)
-        wait(lambda: heartbeat(hub, tid).get("fw") == "0.1.0", 10, "first heartbeat")
+        wait(lambda: heartbeat(hub, tid).get("fw") == "0.2.0", 10, "first heartbeat")
 
         # 1. a good version: staged, swapped in at the reboot, confirmed by its first heartbeat
-        r = rollout(hub, make_bundle(tmp_path, "0.2.0"), tid)
+        r = rollout(hub, make_bundle(tmp_path, "0.3.0"), tid)
         assert r["state"] == "done", r
-        assert r["terminals"][0]["state"] == "updated" and r["terminals"][0]["from_fw"] == "0.1.0"
-        dev.wait_ready(fw="0.2.0")
-        assert [b["tries"] for b in dev.boots if b["version"] == "0.2.0"] == [1]  # one trial boot
+        assert r["terminals"][0]["state"] == "updated" and r["terminals"][0]["from_fw"] == "0.2.0"
+        dev.wait_ready(fw="0.3.0")
+        assert [b["tries"] for b in dev.boots if b["version"] == "0.3.0"] == [1]  # one trial boot
         assert dev.info()["ota"] == "ok"
-        assert json.loads((root / "ota.json").read_text()) == {"state": "ok", "version": "0.2.0"}
+        assert json.loads((root / "ota.json").read_text()) == {"state": "ok", "version": "0.3.0"}
         assert not (root / "app.old").exists() and not (root / "app.new").exists()
         assert heartbeat(hub, tid)["ota"] == "ok"
         press(dev, 3)
 
         # 2. a version that crashes on import: three tries, then the boot code rolls it back
-        r = rollout(hub, make_bundle(tmp_path, "0.3.0", "crashes on import"), tid)
+        r = rollout(hub, make_bundle(tmp_path, "0.4.0", "crashes on import"), tid)
         assert r["state"] == "stopped", r
-        assert "rolled back to 0.2.0" in r["reason"], r
-        info = dev.wait_ready(fw="0.2.0", ota="rolled_back")
+        assert "rolled back to 0.3.0" in r["reason"], r
+        info = dev.wait_ready(fw="0.3.0", ota="rolled_back")
         assert info["safe_mode"] is False
-        trial = [(b["state"], b["tries"]) for b in dev.boots if b["version"] == "0.3.0"]
+        trial = [(b["state"], b["tries"]) for b in dev.boots if b["version"] == "0.4.0"]
         assert trial == [("trial", 1), ("trial", 2), ("trial", 3), ("rolled_back", 0)], dev.boots
         assert sum(x.endswith("crash RuntimeError: this build is broken") for x in dev.lines()) == 3
         press(dev, 1)
 
         # 3. a version that runs but never reaches the broker: the trial timer resets it, 3 times
-        r = rollout(hub, make_bundle(tmp_path, "0.4.0", "never connects"), tid)
-        assert r["state"] == "stopped" and "rolled back to 0.2.0" in r["reason"], r
-        trial = [(b["state"], b["tries"]) for b in dev.boots if b["version"] == "0.4.0"]
+        r = rollout(hub, make_bundle(tmp_path, "0.5.0", "never connects"), tid)
+        assert r["state"] == "stopped" and "rolled back to 0.3.0" in r["reason"], r
+        trial = [(b["state"], b["tries"]) for b in dev.boots if b["version"] == "0.5.0"]
         assert trial == [("trial", 1), ("trial", 2), ("trial", 3), ("rolled_back", 0)], dev.boots
         assert sum(x.endswith("reset trial timer") for x in dev.lines()) == 3
-        assert (root / "app" / "app.py").read_text().count('FW_VERSION = "0.2.0"') == 1
+        assert (root / "app" / "app.py").read_text().count('FW_VERSION = "0.3.0"') == 1
         all_delivered(hub, tid, pressed, dev)
-        assert heartbeat(hub, tid)["fw"] == "0.2.0" and heartbeat(hub, tid)["ota"] == "rolled_back"
+        assert heartbeat(hub, tid)["fw"] == "0.3.0" and heartbeat(hub, tid)["ota"] == "rolled_back"
 
 
 def test_ratings_pressed_on_a_version_that_never_connects_survive_its_rollback(
@@ -170,11 +170,11 @@ def test_ratings_pressed_on_a_version_that_never_connects_survive_its_rollback(
     pressed: dict[int, int] = {}
     with SimDevice(root, trial_s=TRIAL_S, crash_delay_s=CRASH_DELAY_S) as dev:
         dev.wait_ready()
-        wait(lambda: heartbeat(hub, tid).get("fw") == "0.1.0", 10, "first heartbeat")
-        hub.rollouts.store.import_dir(make_bundle(tmp_path, "0.2.0", "never connects"))
-        rid = hub.rollouts.start(version="0.2.0", terminal=tid, timeout_s=60)
+        wait(lambda: heartbeat(hub, tid).get("fw") == "0.2.0", 10, "first heartbeat")
+        hub.rollouts.store.import_dir(make_bundle(tmp_path, "0.3.0", "never connects"))
+        rid = hub.rollouts.start(version="0.3.0", terminal=tid, timeout_s=60)
         for tries in (1, 2, 3):  # citizens keep rating while the broken version is on trial
-            dev.wait_ready(fw="0.2.0")
+            dev.wait_ready(fw="0.3.0")
             boots = len(dev.boots)
             assert dev.boots[-1]["tries"] == tries and dev.info()["online"] is False
             for level in (1, 3):
@@ -182,9 +182,9 @@ def test_ratings_pressed_on_a_version_that_never_connects_survive_its_rollback(
                 assert seq is not None
                 pressed[seq] = level
             wait(lambda n=boots: len(dev.boots) > n, TRIAL_S + 10, "the trial timer's reset")
-        assert dev.wait_ready(fw="0.1.0", ota="rolled_back")
+        assert dev.wait_ready(fw="0.2.0", ota="rolled_back")
         r = rollout_end(hub, rid, 30)
-        assert r["state"] == "stopped" and "rolled back to 0.1.0" in r["reason"], r
+        assert r["state"] == "stopped" and "rolled back to 0.2.0" in r["reason"], r
         all_delivered(hub, tid, pressed, dev)
     assert len(pressed) == 6
 
@@ -209,9 +209,9 @@ def test_safe_mode_after_three_failed_boots_keeps_the_outbox_and_takes_an_update
         wait(lambda: heartbeat(hub, tid).get("safe_mode") is True, 15, "a safe-mode heartbeat")
         all_delivered(hub, tid, pressed, dev)  # and drained
 
-        r = rollout(hub, make_bundle(tmp_path, "0.2.0"), tid)  # an update is still accepted
+        r = rollout(hub, make_bundle(tmp_path, "0.3.0"), tid)  # an update is still accepted
         assert r["state"] == "done", r
-        info = dev.wait_ready(fw="0.2.0")
+        info = dev.wait_ready(fw="0.3.0")
         assert info["safe_mode"] is False and dev.boots[-1]["trial"]
         wait(lambda: dev.info()["ota"] == "ok", 10, "confirmed")
         assert "safe_mode" not in heartbeat(hub, tid)

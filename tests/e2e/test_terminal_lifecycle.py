@@ -25,7 +25,7 @@ def test_register_health_and_replace(hub: HubService, api: httpx.Client, tmp_pat
         pump([old], lambda: old.depth() == 0)
         pump([old], lambda: api.get("/terminals").json()[0]["outbox"] == 0)  # heartbeat on drain
         [h] = api.get("/terminals").json()
-        assert h["online"] and h["fw"] == "0.1.0" and h["desk"] == "quay-1" and h["outbox"] == 0
+        assert h["online"] and h["fw"] == "0.2.0" and h["desk"] == "quay-1" and h["outbox"] == 0
 
         r = api.post(
             "/terminals/t-00000000aa01/replace", json={"new_terminal_id": "t-00000000aa02"}

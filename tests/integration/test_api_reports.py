@@ -140,6 +140,29 @@ def test_heatmap_and_errors(world: World) -> None:
         assert anon.get("/reports/satisfaction").status_code == 401
 
 
+def test_heatmap_per_channel(world: World) -> None:
+    """The world's ratings all came from the desk terminal: the QR-only map is empty; paper,
+    which has no time of day, is refused alone with the reason and left out of a list."""
+    nov = {"period": "month:2026-11"}
+    with world.client("sup") as c:
+        term = c.get("/reports/heatmap", params={**nov, "channel": "terminal"})
+        qr = c.get("/reports/heatmap", params={**nov, "channel": "qr"})
+        listed = c.get("/reports/heatmap", params={**nov, "channel": "terminal,qr,paper"})
+        paper = c.get("/reports/heatmap", params={**nov, "channel": "paper"})
+        fax = c.get("/reports/heatmap", params={**nov, "channel": "qr,fax"})
+    assert term.status_code == qr.status_code == listed.status_code == 200, qr.text
+    assert (term.json()["channels"], term.json()["valid"], term.json()["excluded"]) == (
+        ["terminal"], 6, 1,
+    )  # fmt: skip
+    assert (qr.json()["channels"], qr.json()["valid"], qr.json()["excluded"]) == (["qr"], 0, 0)
+    assert not any(x["valid"] or x["excluded"] for x in qr.json()["cells"])
+    assert listed.json()["channels"] == ["terminal", "qr"]
+    assert listed.json()["cells"] == term.json()["cells"]
+    assert paper.status_code == 400 and "no time of day" in paper.json()["detail"]
+    assert "channel=terminal" in paper.json()["detail"]  # says what to ask for instead
+    assert fax.status_code == 400 and "fax" in fax.json()["detail"]
+
+
 def _sheet_rows(ws: object) -> list[list[object]]:
     return [list(r) for r in ws.iter_rows(values_only=True)]  # type: ignore[attr-defined]
 

@@ -43,6 +43,7 @@ PUBLIC = {
     "/": "the dashboard's page (holds no data; its data comes from the API with a token)",
     "/dashboard": "a redirect to the dashboard's page",
     "/static/{name:path}": "the dashboard's scripts and styles",
+    "/shared/{name:path}": "the scripts the dashboard shares with the district's (no data)",
     "/q/{token}": "the citizen's QR page and the rating it posts (the desk's QR token)",
     "/q/static/{name}": "the QR page's script and styles",
 }

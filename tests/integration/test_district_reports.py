@@ -413,4 +413,7 @@ def test_the_dashboard_files_need_no_token(client: httpx.Client) -> None:
     assert page.status_code == 200 and 'lang="vi"' in page.text
     for f in ("app.js", "api.js", "i18n.js", "app.css", "i18n.vi.json", "i18n.en.json"):
         assert client.get(f"/static/{f}").status_code == 200, f
-    assert "sessionStorage" in client.get("/static/api.js").text
+    # the scripts shared with the hub's dashboard come from the district too (no internet needed)
+    for f in ("api.js", "i18n.js", "shell.js"):
+        assert client.get(f"/shared/{f}").status_code == 200, f
+    assert "sessionStorage" in client.get("/shared/api.js").text

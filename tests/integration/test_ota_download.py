@@ -76,12 +76,12 @@ class Server:
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A generic bundle (the simulator's .py files) of this firmware, as version 0.2.0."""
+    """A generic bundle (the simulator's .py files) of this firmware (0.2.0), as version 0.3.0."""
     fw = tmp_path_factory.mktemp("fw") / "firmware"
     shutil.copytree(FIRMWARE_DIR, fw, ignore=shutil.ignore_patterns("__pycache__"))
     src = (fw / "app" / "app.py").read_text()
-    (fw / "app" / "app.py").write_text(src.replace('FW_VERSION = "0.1.0"', 'FW_VERSION = "0.2.0"'))
-    out = tmp_path_factory.mktemp("bundle") / "0.2.0"
+    (fw / "app" / "app.py").write_text(src.replace('FW_VERSION = "0.2.0"', 'FW_VERSION = "0.3.0"'))
+    out = tmp_path_factory.mktemp("bundle") / "0.3.0"
     build_bundle(out, config=None, firmware_dir=fw, compiled=False)
     return out
 
@@ -116,7 +116,7 @@ def sign(
     return hmac.new(key, msg, hashlib.sha256).hexdigest()
 
 
-def update(app: App, server: Server, version: str = "0.2.0", sig: str | None = None) -> dict:
+def update(app: App, server: Server, version: str = "0.3.0", sig: str | None = None) -> dict:
     sig = sign(server.files["manifest.json"]) if sig is None else sig
     args = {"version": version, "url": server.url, "count": 1, "sig2": sig}
     return ota.update(app, "u-1", args)
@@ -140,7 +140,7 @@ def test_a_good_bundle_is_downloaded_checked_and_staged(
     app.board.queue_press(1)  # a citizen presses while the update downloads
     fed = app.board.watchdog_fed
     reply = update(app, server)
-    assert reply == {"v": 1, "id": "u-1", "ok": True, "staged": "0.2.0"}
+    assert reply == {"v": 1, "id": "u-1", "ok": True, "staged": "0.3.0"}
     assert app.reboot_pending  # App.step publishes the reply, then resets
     root = Path(app.root)
     manifest = json.loads((bundle / "manifest.json").read_text())
@@ -151,7 +151,7 @@ def test_a_good_bundle_is_downloaded_checked_and_staged(
             bundle / e["path"]
         ).read_bytes()
     assert json.loads((root / "ota.json").read_text()) == {
-        "state": "staged", "version": "0.2.0", "from": "0.1.0"
+        "state": "staged", "version": "0.3.0", "from": "0.2.0"
     }  # fmt: skip
     # only the manifest and the app files travel; plain HTTP/1.0 GETs
     assert len(server.requests) == 1 + len(manifest["app"])
@@ -160,7 +160,7 @@ def test_a_good_bundle_is_downloaded_checked_and_staged(
     assert app.board.watchdog_fed > fed + len(manifest["app"])
     # the next boot swaps it in
     assert ota_boot.boot(app.root)["trial"]
-    assert 'FW_VERSION = "0.2.0"' in (root / "app" / "app.py").read_text()
+    assert 'FW_VERSION = "0.3.0"' in (root / "app" / "app.py").read_text()
 
 
 @pytest.mark.parametrize(
@@ -169,7 +169,7 @@ def test_a_good_bundle_is_downloaded_checked_and_staged(
         ("tampered manifest", "bad signature on manifest.json"),
         ("signed for another terminal", "bad signature on manifest.json"),
         ("not hex", "bad signature on manifest.json"),
-        ("wrong version", "manifest version '0.2.0' is not '0.3.0'"),
+        ("wrong version", "manifest version '0.3.0' is not '0.4.0'"),
         ("wrong sha256", "app/codec.py: sha256 mismatch"),
         ("truncated", "app/codec.py: truncated at"),
         ("oversized file", "app/codec.py: {big} bytes served, manifest says {size}"),
@@ -187,7 +187,7 @@ def test_a_bad_update_is_refused_with_the_reason_and_nothing_staged(
     app: App, server: Server, case: str, error: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sig = None
-    version = "0.2.0"
+    version = "0.3.0"
     codec_data = server.files["app/codec.py"]
     if case == "tampered manifest":
         sig = sign(server.files["manifest.json"])
@@ -197,7 +197,7 @@ def test_a_bad_update_is_refused_with_the_reason_and_nothing_staged(
     elif case == "not hex":
         sig = "zz" * 32
     elif case == "wrong version":
-        version = "0.3.0"
+        version = "0.4.0"
     elif case == "wrong sha256":
         server.files["app/codec.py"] = codec_data.replace(b"HMAC", b"hmac", 1)  # same size
     elif case == "truncated":
@@ -261,13 +261,13 @@ def test_update_command_replies_before_the_reset(app: App, server: Server) -> No
     app._client_factory = Client
     app.step(0)
     cmd = {"v": 1, "id": "u-2", "cmd": "update", "args": {
-        "version": "0.2.0", "url": server.url, "count": 1,
+        "version": "0.3.0", "url": server.url, "count": 1,
         "sig2": sign(server.files["manifest.json"])}}  # fmt: skip
     app._on_message(app.t_cmd, json.dumps(cmd).encode())
     client = app.client
     assert client is not None
     replies = [json.loads(m) for t, m in client.published if t == app.t_reply]
-    assert replies == [{"v": 1, "id": "u-2", "ok": True, "staged": "0.2.0"}]
+    assert replies == [{"v": 1, "id": "u-2", "ok": True, "staged": "0.3.0"}]
     assert app.board.resets == 0
     app.step(0)
     assert app.board.resets == 1

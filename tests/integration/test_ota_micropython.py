@@ -161,14 +161,14 @@ cfg = config.validate({"terminal_id": "t-0123456789ab", "office": "office-test",
 app = App(cfg, Board(), config_path="config.json", root=".")
 url = "http://192.168.1.10:8080/fw/"
 out = {}
-out["bad_sig"] = ota.update(app, "u1", {"version": "0.2.0", "url": url, "count": 1,
+out["bad_sig"] = ota.update(app, "u1", {"version": "0.3.0", "url": url, "count": 1,
                                          "sig2": "00" * 32})
 good_start = FILES["app/start.py"]
 FILES["app/start.py"] = good_start[:-1] + "#"  # same size, other bytes
-out["bad_sha"] = ota.update(app, "u2", {"version": "0.2.0", "url": url, "count": 2,
+out["bad_sha"] = ota.update(app, "u2", {"version": "0.3.0", "url": url, "count": 2,
                                          "sig2": SIGS[0]})
 FILES["app/start.py"] = good_start
-out["good"] = ota.update(app, "u3", {"version": "0.2.0", "url": url, "count": 3,
+out["good"] = ota.update(app, "u3", {"version": "0.3.0", "url": url, "count": 3,
                                       "sig2": SIGS[1]})
 import os
 out["staged"] = sorted(os.listdir("app.new"))
@@ -182,8 +182,8 @@ def test_update_download_and_checks_under_micropython(micropython) -> None:
     import hashlib
     import hmac
 
-    files = {"app/start.py": "def run():\n    pass\n" * 40, "app/app.py": 'FW_VERSION = "0.2.0"\n'}
-    manifest = {"v": 1, "version": "0.2.0", "app": [
+    files = {"app/start.py": "def run():\n    pass\n" * 40, "app/app.py": 'FW_VERSION = "0.3.0"\n'}
+    manifest = {"v": 1, "version": "0.3.0", "app": [
         {"path": p, "sha256": hashlib.sha256(d.encode()).hexdigest(), "size": len(d)}
         for p, d in files.items()]}  # fmt: skip
     raw = json.dumps(manifest)
@@ -199,7 +199,7 @@ def test_update_download_and_checks_under_micropython(micropython) -> None:
     r = json.loads(micropython.run(code.replace("SIGS", repr(sigs))).strip().splitlines()[-1])
     assert r["bad_sig"]["error"] == "bad signature on manifest.json"
     assert r["bad_sha"]["error"] == "app/start.py: sha256 mismatch"
-    assert r["good"] == {"v": 1, "id": "u3", "ok": True, "staged": "0.2.0"}
+    assert r["good"] == {"v": 1, "id": "u3", "ok": True, "staged": "0.3.0"}
     assert r["staged"] == ["app.py", "start.py"]
-    assert r["state"] == {"state": "staged", "version": "0.2.0", "from": "0.1.0"}
+    assert r["state"] == {"state": "staged", "version": "0.3.0", "from": "0.2.0"}
     assert r["fed"] > 3

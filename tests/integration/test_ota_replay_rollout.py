@@ -1,10 +1,10 @@
 """A replayed update command, through the real hub and a real simulated terminal.
 
 The terminal is the real firmware booted like the chip (provisioning/simdevice.py), on the hub's
-own Mosquitto. The hub's rollout updates it to 0.2.0 while something on the broker records the
+own Mosquitto. The hub's rollout updates it to 0.3.0 while something on the broker records the
 signed command; published again on the terminal's command topic, byte for byte, the terminal
 refuses it with the reason, the hub's audit log records the refusal, and nothing is installed.
-Going back to 0.1.0 with ``sipas-hub terminals update`` is refused by the terminal (and the rollout
+Going back to 0.2.0 with ``sipas-hub terminals update`` is refused by the terminal (and the rollout
 stops with its reason) until ``--allow-downgrade`` signs the downgrade into the command; after
 that, neither captured command can be replayed, not even the one that would now be an upgrade.
 
@@ -40,7 +40,7 @@ from tests.fixtures.mosquitto import MqttClient
 pytestmark = pytest.mark.integration
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-NEW, OLD = "0.2.0", "0.1.0"
+NEW, OLD = "0.3.0", "0.2.0"
 
 
 def make_bundle(tmp: Path, version: str) -> Path:
@@ -139,14 +139,14 @@ def test_a_replayed_command_is_refused_and_a_downgrade_needs_allow_downgrade(
                 assert time.monotonic() < deadline, dev.lines()[-10:]
                 time.sleep(0.1)
 
-            # 1. the hub's rollout to 0.2.0, its signed command recorded on the way
+            # 1. the hub's rollout to 0.3.0, its signed command recorded on the way
             p = api.post(
                 "/firmware", content=firmware.pack_bundle(firmware.load_bundle(new_bundle))
             )
             assert p.status_code == 201, p.text
             ro = rollout(api, {"version": NEW, "terminal": tid})
             assert ro["state"] == "done", (ro, dev.lines()[-20:])
-            dev.wait_until(lambda i: i.get("fw") == NEW and i.get("ota") == "ok", 10, "on 0.2.0")
+            dev.wait_until(lambda i: i.get("fw") == NEW and i.get("ota") == "ok", 10, "on 0.3.0")
             [(up_raw, up)] = update_commands(spy, t_cmd)
             count = up["args"]["count"]
             assert (root / "ota_count").read_text() == str(count)
@@ -177,7 +177,7 @@ def test_a_replayed_command_is_refused_and_a_downgrade_needs_allow_downgrade(
             assert detail["command"] == up["id"] and detail["sent_in_rollout"] == ro["id"]
             assert detail["reason"] == reply["error"] and detail["last_count"] == count
 
-            # 3. back to 0.1.0 as a technician would: refused by the terminal, the rollout stops
+            # 3. back to 0.2.0 as a technician would: refused by the terminal, the rollout stops
             p = sipas_hub(hub, tmp_path, "terminals", "update", str(old_bundle), "--terminal", tid)
             assert p.returncode == 1, p.stdout + p.stderr
             why = f"refused the update: {OLD} is not newer than the running {NEW}"
@@ -194,7 +194,7 @@ def test_a_replayed_command_is_refused_and_a_downgrade_needs_allow_downgrade(
                 "--allow-downgrade", "--timeout", "60",
             )  # fmt: skip
             assert p.returncode == 0, p.stdout + p.stderr + "\n".join(dev.lines()[-20:])
-            dev.wait_until(lambda i: i.get("fw") == OLD and i.get("ota") == "ok", 10, "on 0.1.0")
+            dev.wait_until(lambda i: i.get("fw") == OLD and i.get("ota") == "ok", 10, "on 0.2.0")
             [(down_raw, down)] = update_commands(spy, t_cmd)
             assert down["args"]["downgrade"] is True
             assert down["args"]["count"] > refused_down["args"]["count"] > count

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -26,12 +27,12 @@ def test_a_device_bundle_boots_from_its_sources_and_runs_the_roots_own_code(tmp_
     fw = tmp_path / "firmware"
     shutil.copytree(FIRMWARE_DIR, fw, ignore=shutil.ignore_patterns("__pycache__"))
     app_py = fw / "app" / "app.py"
-    app_py.write_text(app_py.read_text().replace('FW_VERSION = "0.1.0"', 'FW_VERSION = "7.7.7"'))
+    app_py.write_text(app_py.read_text().replace('FW_VERSION = "0.2.0"', 'FW_VERSION = "7.7.7"'))
     bundle = tmp_path / "bundle"
     build_bundle(bundle, config=DEVICE, firmware_dir=fw, compiled=True)  # .mpy + sources
     root = install(tmp_path / "flash", bundle=bundle)
     assert sorted(p.name for p in root.iterdir()) == [
-        "app", "boot.py", "config.json", "main.py", "ota_boot.py"
+        "app", "boot.py", "config.json", "main.py", "ota_boot.py", "ota_count"
     ]  # fmt: skip
     assert all(p.suffix == ".py" for p in (root / "app").iterdir())
     cfg = json.loads((root / "config.json").read_text())
@@ -54,6 +55,22 @@ def test_an_altered_bundle_is_not_installed(tmp_path: Path) -> None:
         install(tmp_path / "flash", bundle=bundle, config=DEVICE)
     with pytest.raises(SimDeviceError, match="no configuration"):
         install(tmp_path / "flash2", firmware_dir=FIRMWARE_DIR)
+
+
+def test_an_install_raises_the_update_counter_and_never_lowers_it(tmp_path: Path) -> None:
+    """As ``sipas-provision deploy`` does on a board: update commands signed before an install
+    are refused (firmware/app/ota.py reads /ota_count), even on a root whose flash was wiped."""
+    before = int(time.time())
+    root = install(tmp_path / "flash", config=DEVICE)
+    n = int((root / "ota_count").read_text())
+    assert before - 1 <= n <= int(time.time()) - 1  # the clock, one second back
+    assert not (root / "ota_count.tmp").exists()
+    (root / "ota_count").write_text("4000000000")  # signed by a hub whose clock ran ahead
+    install(root, config=DEVICE)
+    assert (root / "ota_count").read_text() == "4000000000"  # kept: never lowered
+    (root / "ota_count").write_text("1700000000")  # an older count
+    install(root, config=DEVICE)
+    assert int((root / "ota_count").read_text()) >= n  # raised to the clock
 
 
 def test_a_reset_boots_it_again_and_a_crash_counts_as_a_failed_boot(tmp_path: Path) -> None:

@@ -79,19 +79,19 @@ def command(version: str, count: int, downgrade: bool = False, **change: Any) ->
 
 def scenario_data() -> str:
     files: dict[str, str] = {}
-    for v in ("0.2.0", "0.0.9", "0.1.0"):
+    for v in ("0.3.0", "0.0.9", "0.2.0"):
         files.update(bundle(v)[0])
     cmds = {
-        "up1": command("0.2.0", C1),
-        "stale": command("0.2.0", C1 - 50),  # signed earlier, never delivered, captured
+        "up1": command("0.3.0", C1),
+        "stale": command("0.3.0", C1 - 50),  # signed earlier, never delivered, captured
         "older": command("0.0.9", C1 + 1),
-        "same": command("0.1.0", C1 + 2),
+        "same": command("0.2.0", C1 + 2),
         "forged_flag": command("0.0.9", C1 + 1) | {"downgrade": True},  # added to a capture
-        "forged_count": command("0.2.0", C1) | {"count": C1 + 1000},
+        "forged_count": command("0.3.0", C1) | {"count": C1 + 1000},
         "down": command("0.0.9", C1 + 3, downgrade=True),
-        "up2": command("0.2.0", C1 + 4),
-        "legacy": {"version": "0.2.0", "url": f"{URL}0.2.0/", "sig": "00" * 32},
-        "cut": command("0.2.0", C1 + 100),
+        "up2": command("0.3.0", C1 + 4),
+        "legacy": {"version": "0.3.0", "url": f"{URL}0.3.0/", "sig": "00" * 32},
+        "cut": command("0.3.0", C1 + 100),
     }
     return json.dumps({"files": files, "cmds": cmds, "c1": C1, "pairs": [p for p, _ in ORDER]})
 
@@ -228,11 +228,11 @@ def script() -> str:
 
 
 def check(r: dict[str, Any]) -> None:
-    assert r["fw"] == "0.1.0"  # the version the scenario's terminal runs
+    assert r["fw"] == "0.2.0"  # the version the scenario's terminal runs
     assert r["order"] == [list(expect) for _, expect in ORDER]
     steps = r["life"]
     up1 = steps[0][1]
-    assert up1["ok"] is True and up1["staged"] == "0.2.0" and up1["count_now"] == C1
+    assert up1["ok"] is True and up1["staged"] == "0.3.0" and up1["count_now"] == C1
     assert up1["downloads"] == 3  # the manifest and two files
     assert steps[1] == ["after reboot and swap", {"count_now": C1, "ota": "ok"}]
 
@@ -243,10 +243,10 @@ def check(r: dict[str, Any]) -> None:
         f"replayed or outdated command: count {C1 - 50}, last accepted {C1}"
     )
     assert replies["older"]["error"] == (
-        "0.0.9 is not newer than the running 0.1.0: a downgrade or reinstall must be signed as "
+        "0.0.9 is not newer than the running 0.2.0: a downgrade or reinstall must be signed as "
         "one (sipas-hub terminals update --allow-downgrade)"
     )
-    assert replies["same"]["error"].startswith("0.1.0 is not newer than the running 0.1.0")
+    assert replies["same"]["error"].startswith("0.2.0 is not newer than the running 0.2.0")
     assert replies["forged_flag"]["error"] == "bad signature on manifest.json"
     assert replies["forged_count"]["error"] == "bad signature on manifest.json"
     assert replies["legacy"]["error"].startswith("no signed count (count, sig2)")
@@ -263,7 +263,7 @@ def check(r: dict[str, Any]) -> None:
     down = steps[9][1]
     assert (down["ok"], down.get("staged"), down["count_now"]) == (True, "0.0.9", C1 + 3)
     up2 = steps[10][1]
-    assert (up2["ok"], up2.get("staged"), up2["count_now"]) == (True, "0.2.0", C1 + 4)
+    assert (up2["ok"], up2.get("staged"), up2["count_now"]) == (True, "0.3.0", C1 + 4)
     after = steps[11][1]
     assert after["ota"] == "rolled_back" and after["count_now"] == C1 + 4
     assert after["state"]["state"] == "rolled_back"

@@ -363,3 +363,37 @@ def test_heatmap_cells(engine: Engine) -> None:
         assert (cell["valid"], cell["satisfied"], cell["excluded"], cell["rate"]) == (2, 1, 1, 0.5)
         assert h["excluded_by_reason"] == {"test": 1}
         assert sum(c["valid"] for c in h["cells"]) == 2
+
+
+def test_heatmap_per_channel_and_paper_refused_alone(engine: Engine) -> None:
+    from hub.office import OfficeError
+
+    o = Office(engine)
+    o.rating(at=T0, level=1)  # terminal, Tuesday 09:xx office time
+    o.rating(at=T0 + timedelta(minutes=5), level=3)
+    o.exclude(o.rating(at=T0 + timedelta(minutes=6), level=1), "test")
+    o.rating(at=T0 + timedelta(hours=5), level=1, channel="qr")  # Tuesday 14:xx
+    o.exclude(o.rating(at=T0 + timedelta(hours=5, minutes=1), channel="qr"), "repeat")
+
+    def seen(h: dict) -> dict:  # type: ignore[type-arg]
+        return {
+            (c["weekday"], c["hour"]): (c["valid"], c["satisfied"], c["excluded"])
+            for c in h["cells"]
+            if c["valid"] or c["excluded"]
+        }
+
+    for direct in (False, True):
+        qr = reports.heatmap(engine, NOV, channels=("qr",), direct=direct)
+        assert seen(qr) == {(1, 14): (1, 1, 1)}
+        assert (qr["channels"], qr["valid"], qr["excluded_by_reason"]) == (["qr"], 1, {"repeat": 1})
+        term = reports.heatmap(engine, NOV, channels=("terminal",), direct=direct)
+        assert seen(term) == {(1, 9): (2, 1, 1)}
+        assert (term["excluded"], term["excluded_by_reason"]) == (1, {"test": 1})
+        every = reports.heatmap(engine, NOV, direct=direct)  # the default: terminal and QR
+        assert seen(every) == {(1, 9): (2, 1, 1), (1, 14): (1, 1, 1)}
+        assert every["channels"] == ["terminal", "qr"]
+        # the satisfaction report's full list: paper (no time of day) is left out, and says so
+        listed = reports.heatmap(engine, NOV, channels=reports.CHANNELS, direct=direct)
+        assert listed == every
+        with pytest.raises(OfficeError, match="paper ballots have no time of day"):
+            reports.heatmap(engine, NOV, channels=("paper",), direct=direct)

@@ -1,7 +1,8 @@
 """The rollups give the same answers as the direct queries, whatever arrives in whatever order:
 ratings on old days (late arrivals), re-sent ratings (duplicates, refused by the unique key), cases,
 exclusions and reinstatements, corrections and their reversals, with refreshes in between (row
-deltas) or after a large batch (whole days recomputed, ``BULK`` made small)."""
+deltas) or after a large batch (whole days recomputed, ``BULK`` made small); the heat map per
+channel too. Rollups built by an older version of the hub are rebuilt, not misread."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ DAYS = [date(2026, 10, 31), date(2026, 11, 1), date(2026, 11, 15), date(2026, 11
         date(2026, 12, 1), date(2027, 1, 2)]  # fmt: skip
 PERIODS = [resolve("month:2026-11"), resolve(None, date(2026, 11, 1), date(2026, 12, 1)),
            resolve(None, None, None), resolve("day:2026-11-30")]  # fmt: skip
+HEAT_CHANNELS = [("terminal",), ("qr",), ("terminal", "qr")]
 
 rating_op = st.tuples(
     st.just("rating"),
@@ -179,10 +181,18 @@ def test_rollups_equal_direct_queries(
                     assert {k: v.normal() for k, v in a.items()} == {
                         k: v.normal() for k, v in b.items()
                     }, (p.label, by)
-                f = reports.Filters(desk="q1", official="an")
-                assert _strip(reports.heatmap(engine, p, filters=f)) == _strip(
-                    reports.heatmap(engine, p, filters=f, direct=True)
-                )
+                for f in (reports.Filters(), reports.Filters(desk="q1", official="an")):
+                    per_channel = []
+                    for chans in HEAT_CHANNELS:
+                        a_h = reports.heatmap(engine, p, channels=chans, filters=f)
+                        b_h = reports.heatmap(engine, p, channels=chans, filters=f, direct=True)
+                        assert _strip(a_h) == _strip(b_h), (p.label, chans, f)
+                        per_channel.append(a_h)
+                    # terminal + QR = both: every rating is in exactly one channel's cells
+                    term, qr, both = per_channel
+                    for ct, cq, cb in zip(term["cells"], qr["cells"], both["cells"], strict=True):
+                        for k in ("valid", "satisfied", "excluded"):
+                            assert ct[k] + cq[k] == cb[k], (p.label, ct, cq, cb)
             # and a rebuild from nothing lands on the same rollups
             before = reports.counts(engine, PERIODS[2], by="official")
             ro.rebuild()
@@ -194,3 +204,64 @@ def test_rollups_equal_direct_queries(
             c.close()
             ro.close()
             engine.dispose()
+
+
+# report_heat as hub versions before the heat map's channel filter built it (rollup schema 2)
+_HEAT_V2 = (
+    "CREATE TABLE report_heat (grain TEXT NOT NULL, period TEXT NOT NULL, weekday INTEGER NOT NULL, "
+    "hour INTEGER NOT NULL, desk TEXT NOT NULL DEFAULT '', official TEXT NOT NULL DEFAULT '', "
+    "n_valid INTEGER NOT NULL, n_sat INTEGER NOT NULL, n_excl INTEGER NOT NULL, "
+    "UNIQUE (grain, period, weekday, hour, desk, official))"
+)
+
+
+def test_rollups_of_an_older_hub_are_rebuilt_with_the_channel(tmp_path: Path) -> None:
+    """A hub upgraded in place: its database holds rollups (schema 2, no channel in report_heat)
+    that are up to date with every rating. The new version must rebuild them, not read them, so
+    the heat map of QR ratings only shows the QR ratings from the first request on."""
+    path = tmp_path / "hub.sqlite3"
+    shutil.copy(_template(), path)
+    c = sqlite3.connect(path, isolation_level=None)
+    state: dict[str, Any] = {"seq": 0, "code": 0, "cases": []}
+    # Sunday 15/11/2026 (weekday 6): terminal ratings at 09:xx office time, a QR rating at 14:xx
+    for sec, (scale, level), channel in (
+        (2 * 3600, (3, 1), "terminal"),
+        (2 * 3600 + 60, (3, 3), "terminal"),
+        (7 * 3600, (3, 1), "qr"),
+    ):
+        _apply(c, ("rating", 2, sec, "q1", "an", (scale, level), channel, False), state)
+    old = make_engine(f"sqlite:///{path}")
+    ro = rollups_for(old)
+    ro.refresh()  # the rollups as the old hub left them: watermarks at the newest ids
+    ro.close()
+    old.dispose()
+    c.execute("DROP TABLE report_heat")
+    c.execute(_HEAT_V2)
+    c.execute(
+        "INSERT INTO report_heat VALUES ('m', '2026-11', 6, 3, 'q1', 'an', 5, 5, 0), "
+        "('d', '2026-11-15', 6, 3, 'q1', 'an', 5, 5, 0)"
+    )  # stale rows of the old layout, at an hour with no rating: a rebuild must drop them
+    c.execute("UPDATE report_state SET value = 2 WHERE name = 'schema'")
+    c.close()
+
+    engine = make_engine(f"sqlite:///{path}")
+    try:
+        for chans, want in (
+            (("qr",), {(6, 14): (1, 1)}),
+            (("terminal",), {(6, 9): (2, 1)}),
+            (("terminal", "qr"), {(6, 9): (2, 1), (6, 14): (1, 1)}),
+        ):
+            for direct in (False, True):
+                h = reports.heatmap(engine, PERIODS[0], channels=chans, direct=direct)
+                got = {
+                    (x["weekday"], x["hour"]): (x["valid"], x["satisfied"])
+                    for x in h["cells"]
+                    if x["valid"]
+                }
+                assert got == want, (chans, direct)
+                assert h["channels"] == list(chans)
+        cols = {r[1] for r in rollups_for(engine).conn().execute("PRAGMA table_info(report_heat)")}
+        assert "channel" in cols
+    finally:
+        rollups_for(engine).close()
+        engine.dispose()

@@ -19,13 +19,15 @@ from hub import reports
 from hub.alerts import LEVEL_LABELS, REASON_LABELS, REASON_LABELS_EN, RULES
 from hub.api.app import create_app
 from hub.api.auth import ROLES
-from hub.web import STATIC
+from hub.district.api_reports import WEB as DISTRICT_WEB
+from hub.web import SHARED, STATIC
 
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
 DICTS = {lang: json.loads((STATIC / f"i18n.{lang}.json").read_text()) for lang in ("vi", "en")}
-SOURCES = sorted(STATIC.glob("*.js")) + sorted(STATIC.glob("*.html"))
+# the hub's pages and what they share with the district's (hub/web/shared, served at /shared/)
+SOURCES = sorted(STATIC.glob("*.js")) + sorted(STATIC.glob("*.html")) + sorted(SHARED.glob("*.js"))
 LINK_STATUSES = ("linked", "case_already_rated", "late", "no_case", "not_linked")
 
 
@@ -48,6 +50,18 @@ def test_every_key_the_pages_use_is_in_the_dictionaries() -> None:
         used |= set(literal.findall(src.read_text()))
     assert len(used) > 120  # the regular expression does find them
     assert sorted(used - set(DICTS["vi"])) == []
+
+
+def test_both_dashboards_have_every_key_the_shared_scripts_use() -> None:
+    used = set()
+    for src in SHARED.glob("*.js"):
+        used |= set(re.findall(r"data-i18n=\"([\w.]+)\"", src.read_text()))
+    assert {"lang.label", "login.logout"} <= used
+    for folder in (STATIC, DISTRICT_WEB):
+        for lang in ("vi", "en"):
+            words = json.loads((folder / f"i18n.{lang}.json").read_text())
+            assert sorted(used - set(words)) == [], f"{folder}/i18n.{lang}.json"
+            assert sorted(k for k in words if k.startswith("role.")) != []  # showWho's role
 
 
 def test_keys_built_at_run_time_cover_what_the_hub_sends() -> None:
@@ -78,18 +92,24 @@ def test_keys_built_at_run_time_cover_what_the_hub_sends() -> None:
 
 
 def test_every_module_the_pages_import_is_shipped() -> None:
-    for src in SOURCES:
+    district = sorted(DISTRICT_WEB.glob("*.js")) + sorted(DISTRICT_WEB.glob("*.html"))
+    for src in [*SOURCES, *district]:
         for name in re.findall(r"from \"\./([\w.]+)\"", src.read_text()):
-            assert (STATIC / name).is_file(), f"{src.name} imports {name}, which is missing"
+            assert (src.parent / name).is_file(), f"{src.name} imports {name}, which is missing"
         for name in re.findall(r"\"/static/([\w.]+)\"", src.read_text()):
-            assert (STATIC / name).is_file(), f"{src.name} refers to /static/{name}"
-    # pyproject ships static/* (no sub-folders, which that pattern would miss)
+            assert (src.parent / name).is_file(), f"{src.name} refers to /static/{name}"
+        for name in re.findall(r"\"/shared/([\w.]+)\"", src.read_text()):
+            assert (SHARED / name).is_file(), f"{src.name} imports /shared/{name}, which is missing"
+    # both dashboards load the shared scripts (one copy of the token, errors, languages, header)
+    for app in (STATIC / "app.js", DISTRICT_WEB / "app.js"):
+        assert '"/shared/shell.js"' in app.read_text(), app
+    # pyproject ships static/* and shared/* (no sub-folders, which those patterns would miss)
     data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     assert "hub.web" in data["packages"]
-    assert data["package-data"]["hub.web"] == ["static/*"]
-    assert not [p for p in STATIC.iterdir() if p.is_dir()]
-    # no address outside the hub: the dashboard works on an office LAN with no internet
-    for src in [*SOURCES, STATIC / "app.css"]:
+    assert data["package-data"]["hub.web"] == ["static/*", "shared/*"]
+    assert not [p for d in (STATIC, SHARED) for p in d.iterdir() if p.is_dir()]
+    # no address outside the hub: the dashboards work on a LAN with no internet
+    for src in [*SOURCES, *district, STATIC / "app.css", DISTRICT_WEB / "app.css"]:
         assert not re.search(r"https?://(?!www\.w3\.org/2000/svg)", src.read_text()), src.name
 
 
@@ -125,6 +145,12 @@ def test_the_hub_serves_the_pages_without_a_token_and_nothing_else(client: Clien
     for bad in ("/static/../__init__.py", "/static/%2e%2e/__init__.py", "/static/nope.js"):
         assert client.get(bad).status_code == 404, bad
     assert client.get("/static/").status_code == 404
+    # the scripts shared with the district's dashboard, from the hub itself
+    r = client.get("/shared/api.js")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/javascript")
+    assert "sessionStorage" in r.text
+    for bad in ("/shared/../__init__.py", "/shared/%2e%2e/static/app.js", "/shared/nope.js"):
+        assert client.get(bad).status_code == 404, bad
 
 
 def test_the_data_needs_a_token(client: Client) -> None:

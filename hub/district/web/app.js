@@ -1,7 +1,8 @@
 // The district dashboard: offices ranked, by field, by month, and the integrity findings. Roles as
 // in the API: admin and auditor see every office, a viewer its own (the API enforces it).
 import { api, auth, download, whenAuthLost } from "./api.js";
-import { currentLang, loadLanguages, setLang, t, translate } from "./i18n.js";
+import { currentLang, i18n, t } from "./i18n.js";
+import { showWho, startShell } from "/shared/shell.js";
 
 const main = document.getElementById("main");
 const me = { name: "", role: "", office: null };
@@ -213,14 +214,7 @@ async function integrityPage(view) {
 const pages = { offices: officesPage, fields: fieldsPage, months: monthsPage, integrity: integrityPage };
 
 function setFrame(loggedIn) {
-  document.querySelector("#top .who").hidden = !loggedIn;
-  document.getElementById("nav").hidden = !loggedIn;
-  if (loggedIn) {
-    document.getElementById("who-name").textContent = me.office ? `${me.name} · ${me.office}` : me.name;
-    const role = document.getElementById("who-role");
-    role.textContent = t(`role.${me.role}`);
-    role.dataset.role = me.role;
-  }
+  showWho(loggedIn ? { name: me.office ? `${me.name} · ${me.office}` : me.name, role: me.role } : null, t);
 }
 
 function loginPage(message = "") {
@@ -276,34 +270,21 @@ async function route() {
   await pages[name](view);
 }
 
-async function boot() {
-  try {
-    await loadLanguages();
-  } catch (err) {
-    main.textContent = `Không tải được giao diện / cannot load the dashboard: ${err.message}`;
-    return;
-  }
-  const lang = document.getElementById("lang");
-  lang.value = currentLang();
-  lang.addEventListener("change", () => {
-    setLang(lang.value);
-    translate();
-    route();
-  });
-  document.getElementById("logout").addEventListener("click", () => {
-    auth.token = null;
-    Object.assign(me, { name: "", role: "", office: null });
-    loginPage();
-  });
-  whenAuthLost(() => {
-    auth.token = null;
-    me.role = "";
-    loginPage(t("login.expired"));
-  });
-  window.addEventListener("hashchange", () => route());
-  translate();
-  document.body.dataset.ready = "1";
-  route();
+function logout() {
+  auth.token = null;
+  Object.assign(me, { name: "", role: "", office: null });
+  loginPage();
 }
 
-boot();
+// The language switch, the log-out button and the first page: /shared/shell.js, as on the hub.
+startShell({
+  i18n,
+  route,
+  logout,
+  wire: () =>
+    whenAuthLost(() => {
+      auth.token = null;
+      me.role = "";
+      loginPage(t("login.expired"));
+    }),
+});

@@ -1,117 +1,10 @@
-// The hub's API with the token pasted at login (kept in sessionStorage: it goes when the tab closes),
-// and live streams read with fetch(): EventSource cannot send the Authorization header, and a token
-// must never travel in a URL.
-const TOKEN = "sipas.token";
+// The hub's API: calls, the token (sessionStorage) and errors come from /shared/api.js, which the
+// district dashboard uses too; live streams are the hub's own, read with fetch(): EventSource
+// cannot send the Authorization header, and a token must never travel in a URL.
+import { ApiError, apiClient, apiUrl, detailOf, kindOf } from "/shared/api.js";
 
-export const auth = {
-  get token() {
-    return sessionStorage.getItem(TOKEN);
-  },
-  set token(v) {
-    if (v) sessionStorage.setItem(TOKEN, v);
-    else sessionStorage.removeItem(TOKEN);
-  },
-};
-
-// kind: "offline" (no answer from the hub), "auth" (401: token missing, wrong or revoked),
-// "role" (403: the token's role may not do this), "missing" (404), "input" (4xx), "server" (5xx).
-export class ApiError extends Error {
-  constructor(kind, status, detail) {
-    super(detail || kind);
-    this.kind = kind;
-    this.status = status;
-    this.detail = detail;
-  }
-}
-
-function kindOf(status) {
-  if (status === 401) return "auth";
-  if (status === 403) return "role";
-  if (status === 404) return "missing";
-  if (status >= 500) return "server";
-  return "input";
-}
-
-async function detailOf(r) {
-  try {
-    const body = await r.json();
-    const d = body.detail;
-    if (typeof d === "string") return d;
-    if (Array.isArray(d)) return d.map((e) => `${(e.loc || []).slice(1).join(".")}: ${e.msg}`).join("; ");
-    return JSON.stringify(body);
-  } catch {
-    return r.statusText;
-  }
-}
-
-let onAuthLost = () => {};
-export function whenAuthLost(fn) {
-  onAuthLost = fn;
-}
-
-// Back to the login page (a stream ended because the token no longer holds: log in again).
-export function signInAgain(err) {
-  onAuthLost(err ?? new ApiError("auth", 401, ""));
-}
-
-export function apiUrl(path, query) {
-  const url = new URL(`/api/v1${path}`, location.origin);
-  for (const [k, v] of Object.entries(query || {})) {
-    if (v !== undefined && v !== null && v !== "") url.searchParams.set(k, v);
-  }
-  return url;
-}
-
-async function send(path, { method = "GET", body, query, signal, token } = {}) {
-  const headers = { Authorization: `Bearer ${token ?? auth.token ?? ""}` };
-  if (body !== undefined) headers["Content-Type"] = "application/json";
-  let r;
-  try {
-    r = await fetch(apiUrl(path, query), {
-      method,
-      headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
-      signal,
-      cache: "no-store",
-    });
-  } catch (e) {
-    if (e.name === "AbortError") throw e;
-    throw new ApiError("offline", 0, String(e.message || e));
-  }
-  if (!r.ok) {
-    const err = new ApiError(kindOf(r.status), r.status, await detailOf(r));
-    if (err.kind === "auth" && token === undefined) onAuthLost(err);
-    throw err;
-  }
-  return r;
-}
-
-export async function api(path, opts) {
-  const r = await send(path, opts);
-  const type = r.headers.get("content-type") || "";
-  return type.includes("json") ? r.json() : r.text();
-}
-
-// A page of a list and the response headers (the cursor of the next page travels in a header).
-export async function apiPage(path, opts) {
-  const r = await send(path, opts);
-  return { data: await r.json(), headers: r.headers };
-}
-
-// A file from the API (XLSX, CSV) saved under its name: a plain link could not carry the token.
-export async function download(path, query, fallbackName) {
-  const r = await send(path, { query });
-  const blob = await r.blob();
-  const disposition = r.headers.get("content-disposition") || "";
-  const m = /filename\*?=(?:UTF-8'')?"?([^";]+)"?/i.exec(disposition);
-  const a = document.createElement("a");
-  a.href = URL.createObjectURL(blob);
-  a.download = m ? decodeURIComponent(m[1]) : fallbackName;
-  document.body.append(a);
-  a.click();
-  a.remove();
-  setTimeout(() => URL.revokeObjectURL(a.href), 10000);
-}
+export { ApiError, apiUrl } from "/shared/api.js";
+export const { auth, api, apiPage, download, signInAgain, whenAuthLost } = apiClient("sipas.token");
 
 const sleep = (ms) => new Promise((res) => setTimeout(res, ms));
 
@@ -172,7 +65,7 @@ export function openStream(path, { onEvent, onState = () => {} }) {
           const err = new ApiError(kind, r.status, await detailOf(r));
           onState(kind === "server" || kind === "input" ? "offline" : kind, err);
           if (kind === "auth") {
-            onAuthLost(err);
+            signInAgain(err);
             return;
           }
           if (kind === "role") return; // asking again will not change the role

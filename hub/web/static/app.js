@@ -1,9 +1,10 @@
 // The dashboard's frame: login, the menu for the role, the language switch and the pages.
 import { api, auth, whenAuthLost } from "./api.js";
 import { el, office } from "./format.js";
-import { currentLang, loadLanguages, setLang, t, translate } from "./i18n.js";
+import { i18n, t, translate } from "./i18n.js";
 import { ANY, pages } from "./pages.js";
 import { can, errorMessage, me } from "./ui.js";
+import { showWho, startShell } from "/shared/shell.js";
 
 const main = document.getElementById("main");
 const banner = document.getElementById("banner");
@@ -16,13 +17,9 @@ function showBanner(text) {
 }
 
 function setFrame(loggedIn) {
-  document.querySelector("#top .who").hidden = !loggedIn;
-  document.getElementById("nav").hidden = !loggedIn;
+  showWho(loggedIn ? me : null, t);
   document.getElementById("menu-button").hidden = !loggedIn;
   if (loggedIn) {
-    document.getElementById("who-name").textContent = me.name;
-    document.getElementById("who-role").textContent = t(`role.${me.role}`);
-    document.getElementById("who-role").dataset.role = me.role;
     document.getElementById("office-name").textContent = me.office;
     for (const a of document.querySelectorAll("#nav a")) {
       a.hidden = !can(pages[a.dataset.page]?.roles || ANY);
@@ -140,21 +137,9 @@ async function route() {
   }
 }
 
-async function boot() {
-  try {
-    await loadLanguages();
-  } catch (err) {
-    main.textContent = `Không tải được giao diện / cannot load the dashboard: ${err.message}`;
-    return;
-  }
-  const lang = document.getElementById("lang");
-  lang.value = currentLang();
-  lang.addEventListener("change", () => {
-    setLang(lang.value);
-    translate();
-    route();
-  });
-  document.getElementById("logout").addEventListener("click", () => logout());
+// The language switch, the log-out button and the first page: /shared/shell.js (as on the
+// district's dashboard); the menu button, the lost token and the network banner are the hub's.
+function wire() {
   const menu = document.getElementById("menu-button");
   menu.addEventListener("click", () => {
     const nav = document.getElementById("nav");
@@ -162,12 +147,8 @@ async function boot() {
     menu.setAttribute("aria-expanded", String(nav.classList.contains("open")));
   });
   whenAuthLost(() => logout(t("login.expired")));
-  window.addEventListener("hashchange", () => route());
   window.addEventListener("offline", () => showBanner(t("error.offline")));
   window.addEventListener("online", () => showBanner(""));
-  translate();
-  document.body.dataset.ready = "1";
-  route();
 }
 
-boot();
+startShell({ i18n, route, logout, wire });
