@@ -112,6 +112,8 @@ def _iso_stored(v: Any) -> str | None:
         return None
     if isinstance(v, str):
         if len(v) in (19, 26) and v[10] == " " and v[4] == "-":
+            if v.endswith(".000000"):  # as isoformat() writes it: no fraction for whole seconds
+                v = v[:19]
             return f"{v[:10]}T{v[11:]}+00:00"
         return _iso(datetime.fromisoformat(v))
     return _iso(v)
@@ -544,11 +546,11 @@ class SyncSender:
         self._partial_since: dict[str, float] = {}  # monotonic time a partial batch was first seen
         # The next batch of a stream, read and packed while the district stores the one before
         # (a catch-up then costs the district's time, not the district's plus the hub's).
-        self._prep = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sipas-sync-prep")
+        self._prep: ThreadPoolExecutor | None = None  # made when needed, again after stop()
         self._next: dict[str, tuple[int, int, Future[list[Batch]]]] = {}
         # During a catch-up two batches of a stream are in flight at once: the district stores
         # one while it reads and checks the other (its database and its Python work overlap).
-        self._lane2 = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sipas-sync-send")
+        self._lane2: ThreadPoolExecutor | None = None
         self._round = threading.Lock()  # one round at a time in this process
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -592,8 +594,10 @@ class SyncSender:
         is abandoned: its batch goes again, under the same key, next time)."""
         self._stop.set()
         self._wake.set()
-        self._prep.shutdown(wait=False, cancel_futures=True)
-        self._lane2.shutdown(wait=False, cancel_futures=True)
+        for pool in (self._prep, self._lane2):
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+        self._prep = self._lane2 = None
         self._next.clear()
         if self._thread is not None:
             self._thread.join(timeout)
@@ -718,6 +722,8 @@ class SyncSender:
         the district stores each item once whatever batch brings it (docs/sync.md)."""
         if self._http2 is None:
             self._http2 = self._client()
+        if self._lane2 is None:
+            self._lane2 = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sipas-sync-send")
         try:
             later = self._lane2.submit(self._post, second, self._http2)
         except RuntimeError:  # the sender is stopping: the first one only
@@ -774,6 +780,8 @@ class SyncSender:
                 at = b.to
             return out
 
+        if self._prep is None:
+            self._prep = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sipas-sync-prep")
         try:
             self._next[stream] = (start, limit, self._prep.submit(prepare))
         except RuntimeError:  # the sender is stopping

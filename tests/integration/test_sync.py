@@ -26,7 +26,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 from typer.testing import CliRunner
 
 from hub import office as ofc
@@ -36,7 +36,7 @@ from hub.api.app import create_app
 from hub.broker import find_free_port
 from hub.db import make_engine
 from hub.ingest import Ingestor
-from hub.models import Heartbeat, SyncState
+from hub.models import Heartbeat, Rating, SyncState
 from hub.registry import add_terminal
 from tests.helpers import rating_topic, record
 
@@ -483,6 +483,22 @@ def test_two_batches_in_flight_one_fails(
         second,
         f"{OFFICE}:ratings:2000-3000",
     }
+
+
+def test_rating_times_go_out_as_isoformat_writes_them(office: Office) -> None:
+    """The ratings stream reads times as SQLite stores them (no datetime per row); the text must
+    be what ``isoformat()`` gives, byte for byte, or a batch made before an upgrade and sent again
+    after it would have another body under the same key (409 for ever at the district)."""
+    office.press(3)  # press times in whole seconds (signed), receipt times with microseconds
+    with Session(office.engine) as s:
+        items = [item for _, item, _ in sync._ratings(s, 0, None, 10)]  # noqa: SLF001
+        rows = s.exec(select(Rating).order_by(col(Rating.id))).all()
+    assert len(items) == len(rows) == 3
+    for item, r in zip(items, rows, strict=True):
+        assert item["press_time"] == sync._iso(r.press_time)  # noqa: SLF001
+        assert item["received_at"] == sync._iso(r.received_at)  # noqa: SLF001
+    assert not items[0]["press_time"].endswith(".000000+00:00")
+    assert any(r.received_at.microsecond for r in rows)  # both kinds of time were checked
 
 
 def test_one_batch_at_a_time_while_failing(office: Office, district: StubDistrict) -> None:
