@@ -232,6 +232,18 @@ def update_signature2(
     return hmac.new(hub_key, msg, hashlib.sha256).hexdigest()
 
 
+GUARD_VERSION = (0, 2, 0)  # the first firmware that checks sig2 (and ignores sig)
+
+
+def needs_sig1(running: object) -> bool:
+    """Whether an update command to a terminal running ``running`` must also carry the old
+    ``sig`` (no count signed): only firmware before the replay guard reads it. For a terminal on
+    the guard's firmware it is left out, so a captured command cannot be replayed at it after a
+    deliberate downgrade to such old firmware. Unknown version: sent (it could be old)."""
+    m = re.match(r"(\d+)\.(\d+)\.(\d+)", running) if isinstance(running, str) else None
+    return m is None or tuple(int(x) for x in m.groups()) < GUARD_VERSION
+
+
 def next_update_count(s: Session, terminal_id: str, now: float | None = None) -> int:
     """The count for this terminal's next update command: above every count the hub signed for it
     or heard it report (its audit rows), and at least the current Unix time. The audit keeps it
@@ -881,7 +893,9 @@ class RolloutEngine:
                    count=count, downgrade=downgrade,
                    **{"from": old, "command": cid})  # fmt: skip
             s.commit()
-        args: dict[str, Any] = {"version": version, "url": url, "sig": sig}
+        args: dict[str, Any] = {"version": version, "url": url}
+        if needs_sig1(old):
+            args["sig"] = sig
         args.update(count=count, sig2=sig2)
         if downgrade:
             args["downgrade"] = True
@@ -889,7 +903,7 @@ class RolloutEngine:
         cmd = protocol.encode_command(cid, "update", args)
         self.publish(protocol.topic(self.office, tid, "cmd"), cmd)
         deadline = time.monotonic() + timeout
-        replied = False
+        replied = resigned = False
         last: tuple[object, object] = (old, hb.get("ota"))
         while True:
             if self._stop.is_set():
@@ -916,6 +930,29 @@ class RolloutEngine:
                     why = f"refused the update: {msg.get('error') or 'no reason given'}"
                     n = msg.get("last_count")  # the next command is signed above it
                     n = n if type(n) is int else None
+                    if n is not None and count <= n < MAX_COUNT and not resigned:
+                        # Its count is above ours (provisioned from a PC whose clock was ahead
+                        # of the hub's): sign once more, above it. The terminal still accepts
+                        # each count once and only upwards; only the hub can sign.
+                        resigned, count = True, n + 1
+                        cid = f"u-{secrets.token_hex(4)}"
+                        args["count"] = count
+                        args["sig2"] = update_signature2(
+                            hub_key, tid, bundle.manifest_bytes, count, downgrade
+                        )
+                        with Session(self.engine) as s:
+                            _audit(s, HUB_ACTOR, "update_sent", "terminal", tid, rollout=rid,
+                                   version=version, count=count, downgrade=downgrade,
+                                   above_terminal_count=n,
+                                   **{"from": old, "command": cid})  # fmt: skip
+                            s.commit()
+                        self._step(sid, command_id=cid)
+                        self._cid = cid
+                        self.publish(
+                            protocol.topic(self.office, tid, "cmd"),
+                            protocol.encode_command(cid, "update", args),
+                        )
+                        continue
                     self._end_step(rid, sid, tid, FAILED, why, version=version, last_count=n)
                     return why
                 if not replied:
@@ -945,7 +982,12 @@ class RolloutEngine:
             assert r is not None
             cancelled = state == CANCELLED or self._cancel_rid == rid
             req = _cancel_requests(s, [rid]).get(rid) if cancelled else None
-            if req is not None:
+            if req is not None and state == DONE:  # it came while the last terminal updated
+                reason = (
+                    f"every terminal was updated: the cancel by {req.actor} came while the last "
+                    "one was updating (nothing was left to cancel)"
+                )
+            elif req is not None:
                 state, reason = CANCELLED, _cancelled_reason(req, reason)
             r.state, r.reason, r.finished_at = state, reason, utcnow()
             s.add(r)

@@ -151,6 +151,8 @@ def test_a_replayed_command_is_refused_and_a_downgrade_needs_allow_downgrade(
             count = up["args"]["count"]
             assert (root / "ota_count").read_text() == str(count)
             assert "downgrade" not in up["args"]
+            # a terminal on the guard's firmware is not sent the old, count-less signature
+            assert "sig" not in up["args"] and len(up["args"]["sig2"]) == 64
 
             # 2. the same command again, byte for byte: refused, nothing downloaded or staged
             spy.publish(t_cmd, up_raw)
@@ -214,6 +216,52 @@ def test_a_replayed_command_is_refused_and_a_downgrade_needs_allow_downgrade(
             assert not (root / "app.new").exists()
     finally:
         spy.close()
+
+
+def test_a_terminal_whose_count_is_ahead_of_the_hub_is_signed_for_again_once(
+    hub: HubService, api: httpx.Client, tmp_path: Path
+) -> None:
+    """Provisioned from a PC whose clock was ahead of the hub's, a terminal's /ota_count is above
+    the count the hub signs: it refuses the first command and says its count; the hub signs once
+    more, above it, and the update goes through in the same rollout."""
+    device = hub.add_terminal(desk="quay-1")
+    device.update(heartbeat_min_s=0)
+    tid = device["terminal_id"]
+    root = install(tmp_path / "flash", config=device)
+    ahead = int(time.time()) + 86_400  # the PC's clock a day ahead of the hub's
+    (root / "ota_count").write_text(str(ahead))
+    new_bundle = make_bundle(tmp_path, NEW)
+    t_cmd = protocol.topic(hub.settings.office, tid, "cmd")
+    st = hub.settings
+    spy = MqttClient(st.mqtt_host, st.mqtt_port, st.mqtt_user, st.mqtt_password)
+    spy.subscribe(t_cmd)
+    try:
+        with SimDevice(root, trial_s=60, crash_delay_s=0.2) as dev:
+            assert dev.wait_ready(timeout=30)["fw"] == OLD
+            deadline = time.monotonic() + 20
+            while not api.get("/terminals").json()[0]["online"]:
+                assert time.monotonic() < deadline, dev.lines()[-10:]
+                time.sleep(0.1)
+            p = api.post(
+                "/firmware", content=firmware.pack_bundle(firmware.load_bundle(new_bundle))
+            )
+            assert p.status_code == 201, p.text
+            ro = rollout(api, {"version": NEW, "terminal": tid})
+            assert ro["state"] == "done", (ro, dev.lines()[-20:])
+            dev.wait_until(lambda i: i.get("fw") == NEW and i.get("ota") == "ok", 10, "on 0.3.0")
+            cmds = [c for _, c in update_commands(spy, t_cmd)]
+            assert [c["args"]["count"] < ahead for c in cmds] == [True, False], cmds
+            assert cmds[1]["args"]["count"] == ahead + 1 and cmds[0]["id"] != cmds[1]["id"]
+            assert (root / "ota_count").read_text() == str(ahead + 1)
+    finally:
+        spy.close()
+
+
+def test_the_old_signature_goes_only_to_firmware_before_the_guard() -> None:
+    assert firmware.needs_sig1("0.1.0") and firmware.needs_sig1("0.1.9-rc1")
+    assert firmware.needs_sig1(None) and firmware.needs_sig1("dev")  # unknown: it could be old
+    assert not firmware.needs_sig1("0.2.0") and not firmware.needs_sig1("1.0.0")
+    assert not firmware.needs_sig1("0.10.0")  # numbers, not text
 
 
 def test_the_hub_signs_above_every_count_it_signed_or_heard_and_never_below_its_clock(

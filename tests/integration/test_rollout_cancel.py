@@ -308,12 +308,18 @@ def test_nothing_to_cancel_is_409_unknown_is_404_and_only_technicians_cancel(
     assert isinstance(held, HeldTerminal)
     held.release.set()
     ro = wait_rollout(tech, rid, ended)
-    assert (ro["state"], ro["terminals"][0]["state"]) == ("cancelled", "updated")
+    # the cancel came while its only (so last) terminal was updating, and that one confirmed:
+    # every terminal runs the version, so the rollout is done (the cancel is said in the reason)
+    assert (ro["state"], ro["terminals"][0]["state"]) == ("done", "updated")
+    assert ro["reason"] == (
+        f"every terminal was updated: the cancel by api:{TECH} came while the last one was "
+        "updating (nothing was left to cancel)"
+    )
     r = tech.post(f"/rollouts/{rid}/cancel")
     assert r.status_code == 409
     d = r.json()["detail"]
-    assert d.startswith(f"rollout {rid} was already cancelled at ")
-    assert d.endswith(f"(cancelled by api:{TECH}): nothing to do")
+    assert d.startswith(f"rollout {rid} already finished at ")
+    assert d.endswith(f"every terminal runs {NEW}; nothing to cancel")
 
 
 def test_cli_cancels_through_the_running_hub(
