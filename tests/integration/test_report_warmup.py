@@ -12,9 +12,10 @@ from pathlib import Path
 from sqlmodel import Session
 
 from hub import reports
+from hub.db import make_engine
 from hub.models import Rating
 from hub.periods import resolve
-from hub.reports.rollup import SCHEMA_VERSION
+from hub.reports.rollup import SCHEMA_VERSION, rollups_for
 from hub.service import HubService
 from tests.fixtures.hub import make_settings
 
@@ -28,23 +29,22 @@ def _state(db: Path) -> dict[str, int]:
 
 def test_rollups_of_an_older_version_are_rebuilt_at_start(tmp_path: Path) -> None:
     settings = make_settings(tmp_path / "hub")
-    hub = HubService(settings)
-    hub.start(api=False)
-    try:
-        with Session(hub.engine) as s:
-            for seq in range(1, 41):
-                s.add(Rating(terminal_id="t-1", epoch=1, seq=seq, office="office-test",
-                             desk="quay-1", level=1 + seq % 3, scale=3, channel="terminal",
-                             press_time=T0 + timedelta(minutes=seq), official_id="an",
-                             link_status="no_case", raw=bytes(48)))  # fmt: skip
-            s.commit()
-    finally:
-        hub.stop()
+    engine = make_engine(settings.db_url)  # the hub's database, no hub running (no race)
+    ro = rollups_for(engine)
+    ro.refresh()  # rollups made (empty) by an older version...
+    ro.close()
+    with Session(engine) as s:  # ... then ratings it never rolled up
+        for seq in range(1, 41):
+            s.add(Rating(terminal_id="t-1", epoch=1, seq=seq, office="office-test",
+                         desk="quay-1", level=1 + seq % 3, scale=3, channel="terminal",
+                         press_time=T0 + timedelta(minutes=seq), official_id="an",
+                         link_status="no_case", raw=bytes(48)))  # fmt: skip
+        s.commit()
+    engine.dispose()
     db = settings.data_dir / "hub.sqlite3"
-    assert db.exists(), sorted(p.name for p in settings.data_dir.iterdir())
     with sqlite3.connect(db) as c:  # rollups as an older version left them
         c.execute("UPDATE report_state SET value = ? WHERE name = 'schema'", (SCHEMA_VERSION - 1,))
-    assert _state(db)["rating"] < 40  # nobody asked for a report: not up to date yet
+    assert _state(db)["rating"] == 0
 
     hub = HubService(settings)
     hub.start(api=False)
