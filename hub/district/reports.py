@@ -27,9 +27,8 @@ from sqlalchemy.engine import Connection, Engine
 
 from hub.district import reports_rollup as ru
 from hub.periods import Period, resolve
-from hub.reports import REASON_LABELS, UNKNOWN, row
+from hub.reports import REASON_LABELS, UNKNOWN, rank_rows, row
 from hub.reports.query import CHANNELS, Counts
-from hub.reports.stats import estimate_prior, shrink
 
 BY = ("office", "desk", "official", "field", "month")
 TOTAL = {"vi": "Toàn huyện", "en": "District total"}
@@ -146,25 +145,7 @@ def satisfaction(
         r["attested"] = cn.channels.get("qr", 0)
         rows.append(r)
         total.add(cn)
-    prior = None
-    if rank and by != "month":
-        prior = estimate_prior([(r["satisfied"], r["valid"]) for r in rows])
-        if prior is not None:
-            for r in rows:
-                if r["valid"]:
-                    r["shrunk_rate"] = shrink(r["satisfied"], r["valid"], prior)
-            ranked = sorted(
-                (r for r in rows if r["valid"]),
-                key=lambda r: (
-                    -r["shrunk_rate"],
-                    -(r["rate"] or 0),
-                    -r["valid"],
-                    r["label"],
-                    r["office"] or "",
-                ),
-            )
-            for i, r in enumerate(ranked, 1):
-                r["rank"] = i
+    prior = rank_rows(rows, lambda r: (r["office"] or "",)) if rank and by != "month" else None
     if by == "month":
         rows.sort(key=lambda r: r["key"])
     else:

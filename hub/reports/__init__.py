@@ -16,7 +16,7 @@ then null and ``by_scale`` has the counts per scale.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,7 +38,7 @@ from hub.reports.query import (
     rollup_heat,
 )
 from hub.reports.rollup import Rollups, rollups_for
-from hub.reports.stats import SATISFIED_LEVELS, adequacy, estimate_prior, shrink, wilson
+from hub.reports.stats import SATISFIED_LEVELS, Prior, adequacy, estimate_prior, shrink, wilson
 
 __all__ = [
     "BY",
@@ -176,6 +176,27 @@ def row(key: Key, label: str, cn: Counts) -> dict[str, Any]:
     }
 
 
+def rank_rows(
+    rows: list[dict[str, Any]], tiebreak: Callable[[dict[str, Any]], tuple[str, ...]] = lambda r: ()
+) -> Prior | None:
+    """Shrunk rate and rank (1 = best) of the rows that have valid ratings, in place; the prior
+    (None when no row has any). Ties: higher raw rate, more ratings, label, then ``tiebreak``
+    (the district adds the office: two offices may both have a "quay-1")."""
+    prior = estimate_prior([(r["satisfied"], r["valid"]) for r in rows])
+    if prior is None:
+        return None
+    for r in rows:
+        if r["valid"]:
+            r["shrunk_rate"] = shrink(r["satisfied"], r["valid"], prior)
+    ranked = sorted(
+        (r for r in rows if r["valid"]),
+        key=lambda r: (-r["shrunk_rate"], -(r["rate"] or 0), -r["valid"], r["label"], *tiebreak(r)),
+    )
+    for i, r in enumerate(ranked, 1):
+        r["rank"] = i
+    return prior
+
+
 def satisfaction(
     engine: Engine,
     period: Period,
@@ -197,19 +218,7 @@ def satisfaction(
     total = Counts()
     for cn in per.values():
         total.add(cn)
-    prior = None
-    if rank and by != "office":
-        prior = estimate_prior([(r["satisfied"], r["valid"]) for r in rows])
-        if prior is not None:
-            for r in rows:
-                if r["valid"]:
-                    r["shrunk_rate"] = shrink(r["satisfied"], r["valid"], prior)
-            ranked = sorted(
-                (r for r in rows if r["valid"]),
-                key=lambda r: (-r["shrunk_rate"], -(r["rate"] or 0), -r["valid"], r["label"]),
-            )
-            for i, r in enumerate(ranked, 1):
-                r["rank"] = i
+    prior = rank_rows(rows) if rank and by != "office" else None
     rows.sort(key=lambda r: (r["rank"] is None, r["rank"] or 0, r["label"]))
     return {
         "from": period.first.isoformat() if period.first else None,

@@ -34,8 +34,8 @@ import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI, Request, Response
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, func, select
 
 from hub import sync
@@ -48,6 +48,7 @@ from hub.district.models import Office as DistrictOffice
 from hub.ingest import Ingestor
 from hub.models import Rating, SyncState
 from hub.registry import add_terminal
+from tests.fixtures.pg import fresh_pg_database
 from tests.helpers import rating_topic, record
 
 pytestmark = pytest.mark.faults
@@ -175,32 +176,11 @@ def district(tmp_path: Path) -> Iterator[DistrictProcess]:
     d.close()
 
 
-PG_URL = os.environ.get(
-    "SIPAS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
-
-
 @pytest.fixture
 def pg_database() -> Iterator[str]:
     """A fresh PostgreSQL database for one test (dropped afterwards)."""
-    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as c:
-            c.execute(text("SELECT 1"))
-    except Exception as e:
-        pytest.fail(
-            f"PostgreSQL is needed and is not reachable at {PG_URL} ({e}): start it "
-            "(Debian: apt-get install postgresql) or set SIPAS_TEST_POSTGRES_URL"
-        )
-    name = "sipas_sync_" + secrets.token_hex(6)
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as c:
-            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with fresh_pg_database("sipas_sync_") as url:
+        yield url
 
 
 # -- the hub's side ----------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from hub.api.auth import create_token
 from hub.service import HubService
 from provisioning.simulate import SimTerminal
 from tests.fixtures.hub import make_settings, pump
+from tests.helpers import sse_records
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 PING = 0.3
@@ -45,20 +46,15 @@ class Listener:
             with self._client.stream("GET", url, headers=headers) as r:
                 assert r.status_code == 200, r.read()
                 assert r.headers["content-type"].startswith("text/event-stream")
-                ev: dict[str, str] = {}
-                for line in r.iter_lines():
+                for kind, v in sse_records(r.iter_lines()):
                     if self._stop.is_set():
                         return
-                    if line.startswith(": ping"):
+                    if kind == "comment" and v.startswith(" ping"):
                         self.pings += 1
-                    elif line == "" and "data" in ev:
-                        data = json.loads(ev["data"])
-                        assert ev["event"] == "rating" and int(ev["id"]) == data["id"]
+                    elif kind == "event":
+                        data = json.loads(v["data"])
+                        assert v["event"] == "rating" and int(v["id"]) == data["id"]
                         self.events.put((time.monotonic(), data))
-                        ev = {}
-                    elif ":" in line and not line.startswith(":"):
-                        k, _, v = line.partition(":")
-                        ev[k] = v.strip()
         except httpx.HTTPError:
             pass  # the hub went away
         finally:

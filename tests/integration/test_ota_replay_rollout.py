@@ -114,13 +114,30 @@ def refusal(spy: MqttClient, topic: str, cid: str, timeout: float = 15) -> dict[
     return reply
 
 
+def provisioned(hub: HubService, flash: Path) -> tuple[str, Path]:
+    """A terminal registered on the hub and installed (the running firmware, OLD) in ``flash``."""
+    device = hub.add_terminal(desk="quay-1")
+    device.update(heartbeat_min_s=0)  # confirm and report at once (5 s on a desk)
+    return device["terminal_id"], install(flash, config=device)
+
+
+def wait_online(api: httpx.Client, dev: SimDevice) -> None:
+    assert dev.wait_ready(timeout=30)["fw"] == OLD
+    deadline = time.monotonic() + 20
+    while not api.get("/terminals").json()[0]["online"]:
+        assert time.monotonic() < deadline, dev.lines()[-10:]
+        time.sleep(0.1)
+
+
+def upload(api: httpx.Client, bundle: Path) -> None:
+    p = api.post("/firmware", content=firmware.pack_bundle(firmware.load_bundle(bundle)))
+    assert p.status_code == 201, p.text
+
+
 def test_a_replayed_command_is_refused_and_a_downgrade_needs_allow_downgrade(
     hub: HubService, api: httpx.Client, tmp_path: Path
 ) -> None:
-    device = hub.add_terminal(desk="quay-1")
-    device.update(heartbeat_min_s=0)  # confirm and report at once (5 s on a desk)
-    tid = device["terminal_id"]
-    root = install(tmp_path / "flash", config=device)
+    tid, root = provisioned(hub, tmp_path / "flash")
     new_bundle = make_bundle(tmp_path, NEW)
     old_bundle = tmp_path / "bundles" / OLD
     build_bundle(old_bundle, config=None, firmware_dir=FIRMWARE_DIR, compiled=False)
@@ -133,17 +150,10 @@ def test_a_replayed_command_is_refused_and_a_downgrade_needs_allow_downgrade(
     spy.subscribe(t_reply)
     try:
         with SimDevice(root, trial_s=60, crash_delay_s=0.2) as dev:
-            assert dev.wait_ready(timeout=30)["fw"] == OLD
-            deadline = time.monotonic() + 20
-            while not api.get("/terminals").json()[0]["online"]:
-                assert time.monotonic() < deadline, dev.lines()[-10:]
-                time.sleep(0.1)
+            wait_online(api, dev)
 
             # 1. the hub's rollout to 0.3.0, its signed command recorded on the way
-            p = api.post(
-                "/firmware", content=firmware.pack_bundle(firmware.load_bundle(new_bundle))
-            )
-            assert p.status_code == 201, p.text
+            upload(api, new_bundle)
             ro = rollout(api, {"version": NEW, "terminal": tid})
             assert ro["state"] == "done", (ro, dev.lines()[-20:])
             dev.wait_until(lambda i: i.get("fw") == NEW and i.get("ota") == "ok", 10, "on 0.3.0")
@@ -224,10 +234,7 @@ def test_a_terminal_whose_count_is_ahead_of_the_hub_is_signed_for_again_once(
     """Provisioned from a PC whose clock was ahead of the hub's, a terminal's /ota_count is above
     the count the hub signs: it refuses the first command and says its count; the hub signs once
     more, above it, and the update goes through in the same rollout."""
-    device = hub.add_terminal(desk="quay-1")
-    device.update(heartbeat_min_s=0)
-    tid = device["terminal_id"]
-    root = install(tmp_path / "flash", config=device)
+    tid, root = provisioned(hub, tmp_path / "flash")
     ahead = int(time.time()) + 86_400  # the PC's clock a day ahead of the hub's
     (root / "ota_count").write_text(str(ahead))
     new_bundle = make_bundle(tmp_path, NEW)
@@ -237,15 +244,8 @@ def test_a_terminal_whose_count_is_ahead_of_the_hub_is_signed_for_again_once(
     spy.subscribe(t_cmd)
     try:
         with SimDevice(root, trial_s=60, crash_delay_s=0.2) as dev:
-            assert dev.wait_ready(timeout=30)["fw"] == OLD
-            deadline = time.monotonic() + 20
-            while not api.get("/terminals").json()[0]["online"]:
-                assert time.monotonic() < deadline, dev.lines()[-10:]
-                time.sleep(0.1)
-            p = api.post(
-                "/firmware", content=firmware.pack_bundle(firmware.load_bundle(new_bundle))
-            )
-            assert p.status_code == 201, p.text
+            wait_online(api, dev)
+            upload(api, new_bundle)
             ro = rollout(api, {"version": NEW, "terminal": tid})
             assert ro["state"] == "done", (ro, dev.lines()[-20:])
             dev.wait_until(lambda i: i.get("fw") == NEW and i.get("ota") == "ok", 10, "on 0.3.0")

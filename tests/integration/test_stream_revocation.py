@@ -26,6 +26,7 @@ from hub.service import HubService
 from provisioning.simulate import SimTerminal
 from tests.fixtures.browser import Browser, log_in, no_script_errors, seed_office, stream_live
 from tests.fixtures.hub import pump
+from tests.helpers import sse_records
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 RECHECK = 0.25  # the hub's token re-check interval for these tests (5 s by default)
@@ -52,16 +53,11 @@ class Stream:
         try:
             with self._client.stream("GET", url, headers={"Authorization": f"Bearer {token}"}) as r:
                 self.status = r.status_code
-                ev: dict[str, str] = {}
-                for line in r.iter_lines():
-                    if line.startswith("retry:"):
+                for kind, v in sse_records(r.iter_lines()):
+                    if kind == "retry":
                         self.started.set()  # subscribed: what happens from now on reaches us
-                    elif line == "" and "data" in ev:
-                        self.events.put((ev.get("event", "message"), json.loads(ev["data"])))
-                        ev = {}
-                    elif ":" in line and not line.startswith(":"):
-                        k, _, v = line.partition(":")
-                        ev[k] = v.strip()
+                    elif kind == "event":
+                        self.events.put((v.get("event", "message"), json.loads(v["data"])))
         except httpx.HTTPError:
             pass  # closed by the test
         finally:

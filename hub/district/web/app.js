@@ -2,27 +2,12 @@
 // in the API: admin and auditor see every office, a viewer its own (the API enforces it).
 import { api, auth, download, whenAuthLost } from "./api.js";
 import { currentLang, i18n, t } from "./i18n.js";
+import { el } from "/shared/dom.js";
 import { showWho, startShell } from "/shared/shell.js";
 
 const main = document.getElementById("main");
 const me = { name: "", role: "", office: null };
 const state = { period: "", office: "" };
-
-function el(tag, attrs = {}, ...children) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (v === undefined || v === null || v === false) continue;
-    if (k === "class") e.className = v;
-    else if (k === "text") e.textContent = v;
-    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
-    else e.setAttribute(k, v === true ? "" : v);
-  }
-  for (const c of children.flat()) {
-    if (c === null || c === undefined || c === false) continue;
-    e.append(c instanceof Node ? c : document.createTextNode(String(c)));
-  }
-  return e;
-}
 
 const locale = () => (currentLang() === "vi" ? "vi-VN" : "en-GB");
 const num = (n) => (n === null || n === undefined ? "–" : new Intl.NumberFormat(locale()).format(n));
